@@ -1,0 +1,112 @@
+"""Contracts between the service core and the clinical hooks: no HTTP, no JSON wire models.
+
+A clinical service is a `ServiceDefinition`: its discovery fields, its prefetch templates, which checks
+depend on which prefetch key (to name them when a source fails), and a handler that turns a `HookInput`
+(typed facts, never raw JSON) into `CardSpec`s. The core turns those into spec-valid cards.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from fhir_mappings.facts import ClinicalFacts, Evidence
+
+Indicator = Literal["info", "warning", "critical"]
+INDICATOR_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestionSpec:
+    """One accept-able choice: FHIR resources to create (already validated by whoever built them)."""
+
+    label: str
+    resources: tuple[dict[str, Any], ...]
+    description: str  # what accepting does, e.g. "Order INR (LOINC 6301-6)"
+    is_recommended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    label: str
+    url: str  # absolute, or a path beginning with "/" that the core resolves against the public base URL
+    type: Literal["absolute", "smart"] = "absolute"
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideReasonSpec:
+    code: str
+    display: str
+
+
+DEFAULT_OVERRIDE_REASONS: tuple[OverrideReasonSpec, ...] = (
+    OverrideReasonSpec("held-per-protocol", "Held or managed per anticoagulation/peri-procedural protocol"),
+    OverrideReasonSpec("benefit-outweighs-risk", "Benefit outweighs risk — documented"),
+    OverrideReasonSpec("data-outdated", "Data outdated or incorrect in the EHR"),
+    OverrideReasonSpec("not-applicable", "Not applicable to this patient"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CardSpec:
+    """What a rule decides. The core adds uuids, source, extensions and validates the result."""
+
+    rule_id: str
+    indicator: Indicator
+    summary: str  # one sentence, < 140 characters
+    detail: str  # GitHub-flavoured Markdown; patient-supplied text must go through `md_escape`
+    citation: str  # e.g. "Chapter §2.1 (Checklist — Pre-procedure safety); refs [6–9]"
+    evidence: tuple[Evidence, ...] = ()
+    policy_used: Mapping[str, Any] = field(default_factory=dict)
+    suggestions: tuple[SuggestionSpec, ...] = ()
+    selection_behavior: Literal["any", "at-most-one"] = "any"
+    override_reasons: tuple[OverrideReasonSpec, ...] | None = None  # None → defaults on warning/critical
+    links: tuple[LinkSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HookInput:
+    """Everything a handler may read for one hook call."""
+
+    hook: str
+    hook_instance: str
+    patient_id: str
+    user_id: str
+    encounter_id: str | None
+    selections: tuple[str, ...]
+    now: datetime  # the request time (timezone-aware UTC); "recent" windows are measured from it
+    facts: ClinicalFacts
+    unavailable: frozenset[str] = frozenset()  # prefetch keys whose source failed (unknown, not missing)
+
+
+Handler = Callable[[HookInput], list[CardSpec]]
+# Decides from the hook context alone (before any prefetch/fetch) that the service cannot apply:
+# returns False to answer {"cards": []} at once, None when data is needed to decide.
+QuickScope = Callable[[str, Mapping[str, Any]], bool | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDefinition:
+    id: str
+    hooks: tuple[str, ...]
+    title: str
+    description: str
+    prefetch: Mapping[str, str]
+    usage_requirements: str
+    checks_by_key: Mapping[str, tuple[str, ...]]  # prefetch key → human names of checks that read it
+    handler: Handler
+    quick_scope: QuickScope | None = None
+    rules: tuple[str, ...] = ()  # rule ids this service can emit (for docs pages and metrics)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|>~])")
+
+
+def md_escape(text: str) -> str:
+    """Make record text safe inside card Markdown: no raw HTML, no Markdown structure, one line."""
+    flat = " ".join(str(text).split())
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=True))

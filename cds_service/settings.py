@@ -1,0 +1,56 @@
+"""Settings from `VA_CDS_*` environment variables (and an optional env file), via pydantic-settings.
+
+Every setting is documented in the README's Configuration table. Defaults are production-safe:
+authentication is required and no issuer is trusted until a trust file or the sandbox preset is chosen.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VA_CDS_",
+        env_file=os.environ.get("VA_CDS_SETTINGS_FILE"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: str = Field(default="sqlite:///./va-cds.db", description="SQLAlchemy URL of the audit/feedback DB")
+    policy_file: Path | None = Field(default=None, description="Institutional policy.yaml (packaged default if unset)")
+    valueset_dir: Path | None = Field(default=None, description="Directory of local value-set extensions")
+    trust_file: Path | None = Field(default=None, description="Trusted JWT issuers (YAML)")
+    trust_preset: Literal["none", "sandbox"] = Field(
+        default="none", description="'sandbox' trusts the public CDS Hooks Sandbox (development only)"
+    )
+    auth_mode: Literal["required", "off"] = Field(default="required", description="JWT verification on every call")
+    public_base_url: str | None = Field(
+        default=None, description="External base URL (behind a proxy); used for JWT aud and card links"
+    )
+    fhir_deadline_s: float = Field(default=3.0, gt=0, le=60, description="One deadline for all FHIR fetches")
+    fhir_max_pages: int = Field(default=5, ge=1, le=100, description="Pages followed per prefetch search")
+    fhir_max_bytes: int = Field(default=20_000_000, ge=1_000, description="Largest FHIR response read")
+    max_body_bytes: int = Field(default=16_000_000, ge=1_000, description="Largest request body accepted")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Allowed browser origins, comma-separated; '*' allows any"
+    )
+    patient_hash_key: str | None = Field(
+        default=None, description="Secret for the keyed hash of patient ids in audit/logs (random per start if unset)"
+    )
+    checklist_ttl_s: int = Field(default=8 * 3600, ge=60, description="Lifetime of checklist page links")
+    log_level: str = Field(default="INFO")
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8080, ge=1, le=65535)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v

@@ -1,0 +1,213 @@
+"""Typed clinical facts: what rules see instead of raw FHIR JSON.
+
+Every fact is immutable and carries `Evidence` (the resource reference and a one-line human summary)
+so any card built from it can show where it came from. Times are timezone-aware UTC datetimes or None
+when the source did not say (a missing time is never guessed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+DrugClass = Literal["anticoagulant", "antiplatelet", "osteoporosis", "immunosuppressant", "supplement"]
+
+# Canonical measurement kinds and their single canonical unit (UCUM).
+CANONICAL_UNITS: dict[str, str] = {
+    "inr": "{INR}",
+    "platelets": "10*9/L",
+    "wbc": "10*9/L",
+    "hemoglobin": "g/dL",
+    "crp": "mg/L",
+    "esr": "mm/h",
+    "temperature": "Cel",
+    "heart_rate": "/min",
+    "resp_rate": "/min",
+    "spo2": "%",
+    "systolic_bp": "mm[Hg]",
+    "diastolic_bp": "mm[Hg]",
+    "hba1c": "%",
+    "glucose": "mg/dL",
+    "creatinine": "mg/dL",
+    "egfr": "mL/min/{1.73_m2}",
+    "crcl": "mL/min",
+    "pain": "{score}",
+    "tryptase": "ug/L",
+    "weight": "kg",
+    "blood_culture": "",  # coded result: see Measurement.positive
+}
+MeasurementKind = str  # one of CANONICAL_UNITS' keys
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Where a fact came from: `Observation/123` and "INR 2.4 on 2026-11-19"."""
+
+    reference: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFact:
+    evidence: Evidence
+    birth_date: datetime | None
+    sex: Literal["male", "female", "other", "unknown"]
+
+    def age_years(self, at: datetime) -> float | None:
+        if self.birth_date is None:
+            return None
+        return (at - self.birth_date).days / 365.25
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationFact:
+    """A medication on the record (or a draft order): matched to an ingredient and a class."""
+
+    evidence: Evidence
+    ingredient: str  # canonical ingredient name, e.g. "warfarin", "clopidogrel", "alendronate"
+    drug_class: DrugClass
+    resource_type: str  # MedicationRequest | MedicationStatement
+    status: str
+    active: bool  # per the catalog: MR active/on-hold (intent order/plan/original-order); MS active/intended
+    draft: bool  # came from context.draftOrders
+    authored: datetime | None  # authoredOn / effective / dateAsserted, whichever the resource has
+    display: str  # what the record calls it, for the card
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """A lab or vital sign normalised to the kind's canonical unit (CANONICAL_UNITS)."""
+
+    evidence: Evidence
+    kind: MeasurementKind
+    value: float | None  # None when not numeric (blood culture) or unusable
+    unit: str  # canonical unit of the kind
+    time: datetime | None  # effective[x] (start of a period) or issued
+    positive: bool | None = None  # blood culture: organism named / interpretation positive
+    unusable: str | None = None  # why the value cannot be used ("unknown unit 'mg'"); value is then None
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFact:
+    """A Condition, or a symptom recorded as a coded Observation (dyspnea, chest pain...)."""
+
+    evidence: Evidence
+    concepts: frozenset[str]  # ids of the value sets it matched, e.g. {"vertebral-fracture"}
+    active: bool  # clinicalStatus active/recurrence/relapse and no abatement
+    onset: datetime | None  # onset[x], else recordedDate / effective
+    abatement: datetime | None
+    display: str
+    followup_encounter: bool = False  # ICD-10-CM 7th character D/G/K/P/S: an old fracture, not a new one
+
+
+@dataclass(frozen=True, slots=True)
+class AllergyFact:
+    evidence: Evidence
+    concepts: frozenset[str]  # e.g. {"contrast-iodinated"}, {"bone-cement"}, {"contrast-class"}
+    active: bool
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureFact:
+    evidence: Evidence
+    is_va: bool
+    concepts: frozenset[str]  # e.g. {"vertebral-augmentation"} or {"neuro-exam"}
+    status: str
+    start: datetime | None
+    end: datetime | None
+    level: str | None  # "T12", "L1"...; first level named
+    region: Literal["cervical", "thoracic", "lumbar", "sacral"] | None
+    encounter: str | None  # "Encounter/abc" when the Procedure names one
+    has_level: bool = False
+    has_approach: bool = False
+    has_cement_details: bool = False
+    has_complications: bool = False  # complication recorded, or a note stating none
+    display: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFact:
+    """A ServiceRequest (on the record or drafted) or an Appointment."""
+
+    evidence: Evidence
+    resource_type: str  # ServiceRequest | Appointment
+    is_va: bool
+    concepts: frozenset[str]  # what it orders, e.g. {"inr"}, {"cbc"}, {"mri-spine"}
+    codes: frozenset[tuple[str, str]]  # (system, code) pairs as sent, for duplicate-order checks
+    status: str
+    draft: bool
+    planned: datetime | None  # occurrence[x] / Appointment.start
+    level: str | None
+    region: Literal["cervical", "thoracic", "lumbar", "sacral"] | None
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagingFact:
+    """A spine MRI/CT/bone scan (DiagnosticReport or ImagingStudy) with what its conclusion says."""
+
+    evidence: Evidence
+    modality: Literal["mri", "ct", "bone-scan", "xray", "other"]
+    region: str | None  # "spine", "thoracic spine", "lumbar spine"...
+    time: datetime | None
+    findings: frozenset[str]  # subset of {"edema", "no-edema", "chronic", "acute"}
+    levels: frozenset[str]  # levels named in the conclusion, e.g. {"T12"}
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncounterFact:
+    evidence: Evidence
+    id: str
+    status: str
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(slots=True)
+class ClinicalFacts:
+    """Everything the rules may read about one patient, plus problems met while reading."""
+
+    patient: PatientFact | None = None
+    medications: list[MedicationFact] = field(default_factory=list)  # on the record, not drafts
+    draft_medications: list[MedicationFact] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    conditions: list[ConditionFact] = field(default_factory=list)
+    allergies: list[AllergyFact] = field(default_factory=list)
+    procedures: list[ProcedureFact] = field(default_factory=list)
+    orders: list[OrderFact] = field(default_factory=list)  # on the record, incl. Appointments
+    draft_orders: list[OrderFact] = field(default_factory=list)
+    imaging: list[ImagingFact] = field(default_factory=list)
+    encounters: list[EncounterFact] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # "Observation/9: unknown unit 'mg'"
+
+    def measurements_of(
+        self, kind: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[Measurement]:
+        """Usable measurements of one kind, newest first, optionally inside [since, until]."""
+        found = [
+            m
+            for m in self.measurements
+            if m.kind == kind
+            and m.unusable is None
+            and m.time is not None
+            and (since is None or m.time >= since)
+            and (until is None or m.time <= until)
+        ]
+        found.sort(key=lambda m: m.time or datetime.min, reverse=True)
+        return found
+
+    def latest(self, kind: str, since: datetime | None = None, until: datetime | None = None) -> Measurement | None:
+        found = self.measurements_of(kind, since, until)
+        return found[0] if found else None
+
+    def conditions_with(self, concepts: Iterable[str]) -> list[ConditionFact]:
+        wanted = frozenset(concepts)
+        return [c for c in self.conditions if c.concepts & wanted]
+
+    def active_medications(self, classes: Iterable[str]) -> list[MedicationFact]:
+        wanted = frozenset(classes)
+        return [m for m in self.medications if m.active and m.drug_class in wanted]
