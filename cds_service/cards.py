@@ -55,7 +55,9 @@ def build_card(spec: CardSpec, base_url: str) -> Card:
         "org.va-cds.citation": spec.citation,
     }
     if spec.evidence:
-        extension["org.va-cds.evidence"] = [{"reference": e.reference, "summary": e.summary} for e in spec.evidence]
+        extension["org.va-cds.evidence"] = [
+            {"reference": e.reference, "summary": e.summary} for e in spec.evidence
+        ]
     if spec.policy_used:
         extension["org.va-cds.policy"] = dict(spec.policy_used)
     detail = spec.detail.strip()
@@ -73,9 +75,13 @@ def build_card(spec: CardSpec, base_url: str) -> Card:
         ),
         suggestions=suggestions or None,
         selectionBehavior=spec.selection_behavior if suggestions else None,
-        overrideReasons=[OverrideReason(system=OVERRIDE_SYSTEM, code=r.code, display=r.display) for r in reasons]
+        overrideReasons=[
+            OverrideReason(system=OVERRIDE_SYSTEM, code=r.code, display=r.display) for r in reasons
+        ]
         or None,
-        links=[Link(label=link.label, url=_absolute(base_url, link.url), type=link.type) for link in spec.links]
+        links=[
+            Link(label=link.label, url=_absolute(base_url, link.url), type=link.type) for link in spec.links
+        ]
         or None,
         extension=extension,
     )

@@ -68,7 +68,7 @@ class FhirAuthorization(BaseModel):
     patient: str | None = None
 
     def __repr__(self) -> str:  # never let the token reach a log line through repr()
-        return f"FhirAuthorization(token_type={self.token_type!r}, scope={self.scope!r}, access_token=<redacted>)"
+        return f"FhirAuthorization(scope={self.scope!r}, access_token=<redacted>)"
 
     __str__ = __repr__
 

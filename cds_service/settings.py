@@ -22,14 +22,20 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    database_url: str = Field(default="sqlite:///./va-cds.db", description="SQLAlchemy URL of the audit/feedback DB")
-    policy_file: Path | None = Field(default=None, description="Institutional policy.yaml (packaged default if unset)")
+    database_url: str = Field(
+        default="sqlite:///./va-cds.db", description="SQLAlchemy URL of the audit/feedback DB"
+    )
+    policy_file: Path | None = Field(
+        default=None, description="Institutional policy.yaml (packaged default if unset)"
+    )
     valueset_dir: Path | None = Field(default=None, description="Directory of local value-set extensions")
     trust_file: Path | None = Field(default=None, description="Trusted JWT issuers (YAML)")
     trust_preset: Literal["none", "sandbox"] = Field(
         default="none", description="'sandbox' trusts the public CDS Hooks Sandbox (development only)"
     )
-    auth_mode: Literal["required", "off"] = Field(default="required", description="JWT verification on every call")
+    auth_mode: Literal["required", "off"] = Field(
+        default="required", description="JWT verification on every call"
+    )
     public_base_url: str | None = Field(
         default=None, description="External base URL (behind a proxy); used for JWT aud and card links"
     )
@@ -41,7 +47,8 @@ class Settings(BaseSettings):
         default_factory=list, description="Allowed browser origins, comma-separated; '*' allows any"
     )
     patient_hash_key: str | None = Field(
-        default=None, description="Secret for the keyed hash of patient ids in audit/logs (random per start if unset)"
+        default=None,
+        description="Secret for the keyed hash of patient ids in audit/logs (random per start if unset)",
     )
     checklist_ttl_s: int = Field(default=8 * 3600, ge=60, description="Lifetime of checklist page links")
     log_level: str = Field(default="INFO")

@@ -200,7 +200,9 @@ class ClinicalFacts:
         found.sort(key=lambda m: m.time or datetime.min, reverse=True)
         return found
 
-    def latest(self, kind: str, since: datetime | None = None, until: datetime | None = None) -> Measurement | None:
+    def latest(
+        self, kind: str, since: datetime | None = None, until: datetime | None = None
+    ) -> Measurement | None:
         found = self.measurements_of(kind, since, until)
         return found[0] if found else None
 

@@ -1,0 +1,374 @@
+"""FHIR R4 resources the service suggests: lab, imaging and consult orders, and the bone-cement allergy.
+
+Codes come from `terminology.md` §4/§7 (verified rows only; a concept without a verified code is ordered by
+text alone rather than with a guessed code). Every resource is validated with fhir.resources (its R4B
+models, structurally identical to R4 for ServiceRequest and AllergyIntolerance) before it leaves the
+service: we build strictly what we send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from fhir_mappings.facts import ClinicalFacts
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+
+
+@dataclass(frozen=True, slots=True)
+class Orderable:
+    concept: str  # the id rules use, and the OrderFact concept that means "already ordered"
+    label: str  # button text
+    system: str | None
+    code: str | None
+    display: str
+    category: str  # laboratory | imaging | procedure | referral
+    source: str  # where the code was verified (terminology.md key)
+
+
+_ORDERABLES: tuple[Orderable, ...] = (
+    Orderable(
+        "inr",
+        "Order INR",
+        LOINC,
+        "6301-6",
+        "INR in Platelet poor plasma by Coagulation assay",
+        "laboratory",
+        "EQ24 INR",
+    ),
+    Orderable(
+        "cbc",
+        "Order CBC",
+        LOINC,
+        "58410-2",
+        "CBC panel - Blood by Automated count",
+        "laboratory",
+        "EQ24 2.16.840.1.113883.3.600.1482",
+    ),
+    Orderable(
+        "crp",
+        "Order CRP",
+        LOINC,
+        "1988-5",
+        "C reactive protein [Mass/volume] in Serum or Plasma",
+        "laboratory",
+        "terminology §4 (verified)",
+    ),
+    Orderable(
+        "esr",
+        "Order ESR",
+        LOINC,
+        "30341-2",
+        "Erythrocyte sedimentation rate",
+        "laboratory",
+        "terminology §4 (verified)",
+    ),
+    Orderable(
+        "blood-cultures",
+        "Order blood cultures",
+        LOINC,
+        "600-7",
+        "Bacteria identified in Blood by Culture",
+        "laboratory",
+        "terminology §4 (verified)",
+    ),
+    Orderable(
+        "tryptase",
+        "Order serum tryptase (within 1–2 h of the reaction)",
+        LOINC,
+        "21582-2",
+        "Tryptase [Mass/volume] in Serum or Plasma",
+        "laboratory",
+        "terminology §4 (partial: LNC)",
+    ),
+    # No verified code for a type & screen: ordered by text only, never with a guessed code.
+    Orderable(
+        "type-and-screen",
+        "Order type & screen",
+        None,
+        None,
+        "Blood type and antibody screen",
+        "laboratory",
+        "text only",
+    ),
+    Orderable(
+        "mri-spine-stir",
+        "Order MRI spine with STIR",
+        LOINC,
+        "36067-7",
+        "MR Spine",
+        "imaging",
+        "EQ24 XRay Study",
+    ),
+    Orderable(
+        "mri-spine-contrast",
+        "Order MRI spine with and without contrast",
+        LOINC,
+        "36400-0",
+        "MR Spine WO and W contrast IV",
+        "imaging",
+        "EQ24 XRay Study",
+    ),
+    Orderable(
+        "ct-spine", "Order CT spine", LOINC, "36530-4", "CT Spine WO contrast", "imaging", "EQ24 XRay Study"
+    ),
+    Orderable(
+        "ctpa",
+        "Order CT pulmonary angiography",
+        LOINC,
+        "79077-4",
+        "CTA Pulmonary arteries for pulmonary embolus W contrast IV",
+        "imaging",
+        "EQR4 XRay Study",
+    ),
+    Orderable(
+        "chest-xray", "Order chest X-ray", LOINC, "36643-5", "XR Chest 2 Views", "imaging", "EQ24 XRay Study"
+    ),
+    Orderable(
+        "cta-cap",
+        "Order CTA chest/abdomen/pelvis",
+        LOINC,
+        "86983-4",
+        "CTA Chest+Abdomen+Pelvis vessels W contrast IV",
+        "imaging",
+        "EQR4 XRay Study",
+    ),
+    Orderable(
+        "dxa",
+        "Order DXA scan",
+        LOINC,
+        "38268-9",
+        "DXA Skeletal system Views",
+        "imaging",
+        "EQ24 DXA 2.16.840.1.113883.3.464.1003.113.12.1051",
+    ),
+    Orderable(
+        "ecg",
+        "Order 12-lead ECG",
+        SNOMED,
+        "29303009",
+        "Electrocardiographic procedure",
+        "procedure",
+        "IPS Procedures",
+    ),
+    Orderable(
+        "consult-spine-surgery",
+        "Refer to spine surgery (neurosurgery)",
+        SNOMED,
+        "308482002",
+        "Referral to neurosurgeon",
+        "referral",
+        "EQ24 Referral 2.16.840.1.113883.3.464.1003.101.12.1046",
+    ),
+    Orderable(
+        "consult-orthopedic-surgery",
+        "Refer to orthopedic spine surgery",
+        SNOMED,
+        "308481009",
+        "Referral to orthopedic surgeon",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-infectious-diseases",
+        "Refer to infectious diseases",
+        SNOMED,
+        "306284005",
+        "Referral to infectious diseases physician",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-interventional-radiology",
+        "Refer to interventional radiology",
+        SNOMED,
+        "306299005",
+        "Referral to radiologist",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-vascular-surgery",
+        "Refer to vascular surgery",
+        SNOMED,
+        "307777008",
+        "Referral to vascular surgeon",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-cardiothoracic-surgery",
+        "Refer to cardiothoracic surgery",
+        SNOMED,
+        "183557002",
+        "Referral to cardiothoracic surgeon",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-cardiology",
+        "Refer to cardiology",
+        SNOMED,
+        "308471005",
+        "Referral to cardiologist",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-allergy",
+        "Refer to allergy/immunology for patch testing",
+        SNOMED,
+        "306272008",
+        "Referral to clinical allergist",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-immunology",
+        "Refer to clinical immunology",
+        SNOMED,
+        "308473008",
+        "Referral to clinical immunologist",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-dermatology",
+        "Refer to dermatology for patch testing",
+        SNOMED,
+        "308472003",
+        "Referral to dermatologist",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-endocrinology",
+        "Refer to endocrinology (bone health)",
+        SNOMED,
+        "306278007",
+        "Referral to endocrinologist",
+        "referral",
+        "EQ24 Referral",
+    ),
+    Orderable(
+        "consult-physiotherapy",
+        "Refer to physiotherapy",
+        SNOMED,
+        "308447003",
+        "Referral to physiotherapist",
+        "referral",
+        "EQ24 Referral",
+    ),
+    # Falls-clinic referral has no verified SNOMED concept (terminology §7): text only.
+    Orderable(
+        "consult-falls-clinic",
+        "Refer to falls clinic",
+        None,
+        None,
+        "Referral to falls prevention clinic",
+        "referral",
+        "text only",
+    ),
+)
+ORDERABLES: dict[str, Orderable] = {o.concept: o for o in _ORDERABLES}
+
+# FHIR R4 servicerequest-category example codes (SNOMED CT); 3457005 "Patient referral" for consults.
+# An ECG has no fitting category in that value set, so it is sent without one.
+_CATEGORY: dict[str, tuple[str, str, str] | None] = {
+    "laboratory": (SNOMED, "108252007", "Laboratory procedure"),
+    "imaging": (SNOMED, "363679005", "Imaging"),
+    "procedure": None,
+    "referral": (SNOMED, "3457005", "Patient referral"),
+}
+
+
+def service_request(
+    concept: str,
+    patient_id: str,
+    *,
+    reason: str,
+    encounter_id: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """A draft ServiceRequest for one orderable concept, validated, as plain JSON."""
+    item = ORDERABLES[concept]
+    code: dict[str, Any] = {"text": item.display}
+    if item.system and item.code:
+        code["coding"] = [{"system": item.system, "code": item.code, "display": item.display}]
+    body: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "order",
+        "code": code,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "reasonCode": [{"text": reason}],
+    }
+    category = _CATEGORY[item.category]
+    if category is not None:
+        body["category"] = [
+            {"coding": [{"system": category[0], "code": category[1], "display": category[2]}]}
+        ]
+    if encounter_id:
+        body["encounter"] = {"reference": f"Encounter/{encounter_id}"}
+    if note:
+        body["note"] = [{"text": note}]
+    return ServiceRequest.model_validate(body).model_dump(mode="json", exclude_none=True)
+
+
+def bone_cement_allergy(patient_id: str, *, note: str) -> dict[str, Any]:
+    """AllergyIntolerance to bone cement after a confirmed reaction (Algorithm 1, step 4).
+
+    PMMA has no verified SNOMED/RxNorm code (terminology §6), so the substance is given as text.
+    """
+    body: dict[str, Any] = {
+        "resourceType": "AllergyIntolerance",
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                    "code": "active",
+                    "display": "Active",
+                }
+            ]
+        },
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                    "code": "unconfirmed",
+                    "display": "Unconfirmed",
+                }
+            ]
+        },
+        "type": "allergy",
+        "criticality": "high",
+        "code": {"text": "Bone cement (polymethyl methacrylate, PMMA) and its additives"},
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "note": [{"text": note}],
+    }
+    return AllergyIntolerance.model_validate(body).model_dump(mode="json", exclude_none=True)
+
+
+def already_ordered(facts: ClinicalFacts, concept: str) -> bool:
+    """True when the same order is in draftOrders or active on the record (no alert loop on re-sign)."""
+    item = ORDERABLES.get(concept)
+    code = (item.system, item.code) if item and item.system and item.code else None
+    for order in (*facts.draft_orders, *facts.orders):
+        if order.resource_type != "ServiceRequest":
+            continue
+        if order.status in ("completed", "revoked", "entered-in-error"):
+            continue
+        if concept in order.concepts or (code is not None and code in order.codes):
+            return True
+    return False
+
+
+def missing_orders(facts: ClinicalFacts, concepts: Iterable[str]) -> list[str]:
+    """The concepts not yet ordered, in the given order."""
+    return [c for c in concepts if not already_ordered(facts, c)]
