@@ -83,6 +83,21 @@ class HookInput:
     unavailable: frozenset[str] = frozenset()  # prefetch keys whose source failed (unknown, not missing)
 
 
+@dataclass(frozen=True, slots=True)
+class RuleDoc:
+    """What the rule documentation page (`/docs/rules/<id>`) says about one rule."""
+
+    rule_id: str
+    title: str
+    indicator: Indicator
+    checks: str  # what it checks and when it fires, in our words
+    reads: tuple[str, ...]  # the evidence it reads, e.g. ("INR (LOINC 6301-6) within the coag window",)
+    steps: tuple[str, ...]  # what the card advises, in order (algorithm steps)
+    citation: str  # chapter section and reference numbers
+    policy_keys: tuple[str, ...] = ()  # keys of policy thresholds/windows it uses ("antithrombotic_holds" too)
+    hooks: tuple[str, ...] = ()
+
+
 Handler = Callable[[HookInput], list[CardSpec]]
 # Decides from the hook context alone (before any prefetch/fetch) that the service cannot apply:
 # returns False to answer {"cards": []} at once, None when data is needed to decide.
@@ -100,7 +115,7 @@ class ServiceDefinition:
     checks_by_key: Mapping[str, tuple[str, ...]]  # prefetch key → human names of checks that read it
     handler: Handler
     quick_scope: QuickScope | None = None
-    rules: tuple[str, ...] = ()  # rule ids this service can emit (for docs pages and metrics)
+    rules: tuple[RuleDoc, ...] = ()  # every rule this service can emit (docs pages, metrics)
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|>~])")
