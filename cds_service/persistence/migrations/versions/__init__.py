@@ -1,0 +1,1 @@
+"""Alembic revision scripts (a package so setuptools ships them with the wheel)."""

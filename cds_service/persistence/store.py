@@ -1,0 +1,438 @@
+"""The Store: audit records and clinician feedback in SQLite (default) or PostgreSQL.
+
+Design points, each because of a requirement in issue 7:
+
+* Feedback is acknowledged only after it is durable: `save_feedback` commits before returning
+  (SQLite in WAL mode with `synchronous=FULL`, PostgreSQL with `synchronous_commit=on` forced per
+  connection), and every database failure surfaces as `StoreUnavailable` so the endpoint can
+  answer 503 and the EHR retries.
+* Retries are harmless: feedback is unique per (service, card, outcome, outcome instant) and
+  inserted with ON CONFLICT DO NOTHING on both dialects, so a duplicate is neither an error nor a
+  second row.
+* Every method is synchronous and thread-safe (one pooled connection per call), because the app
+  calls it through `anyio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from cds_service.models import FeedbackItem
+from cds_service.persistence.tables import audit, audit_card, feedback
+
+log = logging.getLogger(__name__)
+
+#: rule id under which the override report lists feedback for cards we hold no audit row for.
+UNATTRIBUTED = "(no audit record)"
+
+# Chosen so a hung or black-holed database shows up as "unavailable" (503, not ready) within
+# seconds instead of pinning worker threads; the EHR retries feedback anyway.
+_PG_CONNECT_TIMEOUT_S = 5
+_PG_STATEMENT_TIMEOUT_MS = 10_000
+_SQLITE_BUSY_TIMEOUT_MS = 5_000
+# Arbitrary constant key for pg_advisory_xact_lock: serialises concurrent start-up migrations.
+_MIGRATION_LOCK_KEY = 0x7661_6364_7301
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or refused the operation; nothing was (fully) written."""
+
+
+class InvalidFeedback(ValueError):
+    """A feedback item passed the wire model but cannot be stored (e.g. month 13 in its timestamp)."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What the service showed for one hook call. No PHI beyond a keyed hash of the patient id."""
+
+    hook_instance: str
+    service_id: str
+    hook: str
+    received_at: datetime
+    duration_ms: float
+    patient_hash: str | None
+    #: [{"uuid": ..., "rule": rule_id, "indicator": ..., "suggestions": [uuid, ...]}]
+    cards: list[dict[str, Any]] = field(default_factory=list)
+    #: prefetch key → "prefetched" | "fetched" | "null" | "failed:<reason>" | "operation-outcome"
+    fhir_outcomes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleStats:
+    """Override analytics for one rule: cards shown and what clinicians did with them."""
+
+    rule_id: str
+    shown: int
+    #: distinct cards with at least one "accepted" / "overridden" feedback
+    accepted: int
+    overridden: int
+    #: up to three (reason label, distinct cards) pairs, most frequent first
+    top_reasons: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def accept_rate(self) -> float | None:
+        return self.accepted / self.shown if self.shown else None
+
+    @property
+    def override_rate(self) -> float | None:
+        return self.overridden / self.shown if self.shown else None
+
+
+def _normalise_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {exc}") from None
+    # Bare postgresql:// (and Heroku-style postgres://) would pick psycopg2, which we do not ship.
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    return parsed
+
+
+def _canonical_card_id(value: str) -> str:
+    """Lower-case canonical UUID text, so feedback joins audit whatever case the EHR echoes."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value  # not a UUID (a client bug): keep it verbatim rather than lose the feedback
+
+
+_LEAP_SECOND = re.compile(r"(T|\s)(\d{2}:\d{2}):60")
+
+
+def parse_outcome_timestamp(value: str) -> datetime:
+    """RFC 3339 → aware UTC datetime. A missing offset means UTC, as the spec requires UTC."""
+    text = value.strip().upper()
+    # RFC 3339 allows a leap second; Python does not. One second off is harmless for analytics.
+    text = _LEAP_SECOND.sub(r"\1\2:59", text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidFeedback(f"outcomeTimestamp {value!r} is not a valid date-time") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class Store:
+    """Audit and feedback persistence over one SQLAlchemy engine (thread-safe)."""
+
+    def __init__(self, url: str) -> None:
+        """Create the engine; does not connect. Raises ValueError for a malformed/unsupported URL."""
+        self.url = _normalise_url(url)
+        self._dialect = self.url.get_backend_name()
+        self._engine = self._make_engine(self.url)
+
+    # ---------------------------------------------------------------------------------------------
+    # Engine
+    # ---------------------------------------------------------------------------------------------
+
+    def _make_engine(self, url: URL) -> Engine:
+        if self._dialect == "sqlite":
+            in_memory = url.database in (None, "", ":memory:")
+            engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                # The app calls us from a threadpool; connections are not shared concurrently.
+                connect_args={"check_same_thread": False},
+                # An in-memory database lives in one connection; a pool would give empty databases.
+                **({"poolclass": StaticPool} if in_memory else {}),
+            )
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            return engine
+        connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = _PG_CONNECT_TIMEOUT_S
+        if "options" not in url.query:
+            # Forced per connection: a role or server default of synchronous_commit=off would let
+            # us acknowledge feedback that a crash can still lose.
+            connect_args["options"] = (
+                f"-c synchronous_commit=on -c statement_timeout={_PG_STATEMENT_TIMEOUT_MS}"
+            )
+        return sa.create_engine(url, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[Connection]:
+        """One committed transaction; any database error becomes StoreUnavailable."""
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {_short(exc)}") from exc
+
+    def _insert(self, table: sa.Table) -> Any:
+        # Both dialect insert() constructs offer on_conflict_do_nothing; the generic one does not.
+        return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
+
+    # ---------------------------------------------------------------------------------------------
+    # Lifecycle
+    # ---------------------------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration. Idempotent; safe on every start-up."""
+        cfg = Config()
+        script_location = Path(str(resources.files("cds_service.persistence") / "migrations"))
+        # ConfigParser interpolation: a literal % in the install path must be doubled.
+        cfg.set_main_option("script_location", str(script_location).replace("%", "%%"))
+        with self._transaction("schema upgrade") as conn:
+            if self._dialect == "postgresql":
+                # Several workers may start at once: only one migrates, the others then see head.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                conn.execute(sa.text("SET LOCAL statement_timeout = 0"))  # migrations may be slow
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def ping(self) -> bool:
+        """True when the database answers and the schema is in place (readiness)."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.select(feedback.c.id).limit(1)).all()
+        except SQLAlchemyError as exc:
+            log.warning("database ping failed: %s", _short(exc))
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close pooled connections. The Store must not be used afterwards."""
+        self._engine.dispose()
+
+    # ---------------------------------------------------------------------------------------------
+    # Feedback
+    # ---------------------------------------------------------------------------------------------
+
+    def save_feedback(self, service_id: str, items: Sequence[FeedbackItem], received_at: datetime) -> int:
+        """Store feedback items in one durable transaction; return how many were new.
+
+        Duplicates (same service, card, outcome and outcome instant) are skipped silently. Raises
+        InvalidFeedback (nothing written) for an impossible timestamp, StoreUnavailable on any
+        database error (nothing written); on return the rows are committed.
+        """
+        rows = [self._feedback_row(service_id, item, received_at) for item in items]
+        keys = ["service", "card", "outcome", "outcome_at"]
+        new = 0
+        with self._transaction("saving feedback") as conn:
+            for row in rows:
+                stmt = self._insert(feedback).values(**row).on_conflict_do_nothing(index_elements=keys)
+                new += conn.execute(stmt).rowcount
+        return new
+
+    @staticmethod
+    def _feedback_row(service_id: str, item: FeedbackItem, received_at: datetime) -> dict[str, Any]:
+        reason = (item.overrideReason.reason or {}) if item.overrideReason else {}
+        comment = item.overrideReason.userComment if item.overrideReason else None
+
+        def text(key: str) -> str | None:
+            value = reason.get(key)
+            return None if value is None else str(value)
+
+        return {
+            "service": service_id,
+            "card": _canonical_card_id(item.card),
+            "outcome": item.outcome,
+            "accepted_suggestions": (
+                None
+                if item.acceptedSuggestions is None
+                else [_canonical_card_id(s.id) for s in item.acceptedSuggestions]
+            ),
+            "reason_system": text("system"),
+            "reason_code": text("code"),
+            "reason_display": text("display"),
+            "user_comment": comment,
+            "outcome_timestamp": item.outcomeTimestamp,
+            "outcome_at": parse_outcome_timestamp(item.outcomeTimestamp),
+            "received_at": received_at,
+        }
+
+    # ---------------------------------------------------------------------------------------------
+    # Audit
+    # ---------------------------------------------------------------------------------------------
+
+    def record_audit(self, record: AuditRecord) -> None:
+        """Store one hook call's audit record with its cards. Raises StoreUnavailable."""
+        with self._transaction("writing audit record") as conn:
+            audit_id = conn.execute(
+                sa.insert(audit)
+                .values(
+                    hook_instance=record.hook_instance,
+                    service=record.service_id,
+                    hook=record.hook,
+                    received_at=record.received_at,
+                    duration_ms=record.duration_ms,
+                    patient_hash=record.patient_hash,
+                    fhir_outcomes=dict(record.fhir_outcomes),
+                )
+                .returning(audit.c.id)
+            ).scalar_one()
+            for position, card in enumerate(record.cards):
+                # A retried record_audit must not fail on its own cards: card uuids are unique.
+                stmt = (
+                    self._insert(audit_card)
+                    .values(
+                        uuid=_canonical_card_id(str(card["uuid"])),
+                        audit_id=audit_id,
+                        position=position,
+                        rule_id=str(card["rule"]),
+                        indicator=str(card["indicator"]),
+                        suggestions=[str(s) for s in card.get("suggestions") or []],
+                    )
+                    .on_conflict_do_nothing(index_elements=["uuid"])
+                )
+                conn.execute(stmt)
+
+    def find_audit(self, hook_instance: str) -> AuditRecord | None:
+        """The newest audit record for a hookInstance, or None. Raises StoreUnavailable."""
+        with self._transaction("reading audit record") as conn:
+            row = conn.execute(
+                sa.select(audit)
+                .where(audit.c.hook_instance == hook_instance)
+                .order_by(audit.c.received_at.desc(), audit.c.id.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            cards = conn.execute(
+                sa.select(audit_card).where(audit_card.c.audit_id == row.id).order_by(audit_card.c.position)
+            ).all()
+        return AuditRecord(
+            hook_instance=row.hook_instance,
+            service_id=row.service,
+            hook=row.hook,
+            received_at=row.received_at,
+            duration_ms=row.duration_ms,
+            patient_hash=row.patient_hash,
+            cards=[
+                {
+                    "uuid": c.uuid,
+                    "rule": c.rule_id,
+                    "indicator": c.indicator,
+                    "suggestions": list(c.suggestions),
+                }
+                for c in cards
+            ],
+            fhir_outcomes=dict(row.fhir_outcomes),
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    # Override report
+    # ---------------------------------------------------------------------------------------------
+
+    def override_report(self, since: datetime | None) -> list[RuleStats]:
+        """Per rule id: cards shown since `since` (all time if None) and their feedback outcomes.
+
+        Feedback is joined to audited cards by card uuid; "accepted"/"overridden" count distinct
+        cards, so a card reported twice counts once. Feedback for cards without an audit row is
+        reported under UNATTRIBUTED (filtered by when the feedback arrived). Sorted by override
+        rate, highest first, because those are the rules to look at. Raises StoreUnavailable.
+        """
+        shown_q = sa.select(audit_card.c.rule_id, sa.func.count()).join(
+            audit, audit.c.id == audit_card.c.audit_id
+        )
+        joined = feedback.join(audit_card, audit_card.c.uuid == feedback.c.card).join(
+            audit, audit.c.id == audit_card.c.audit_id
+        )
+        outcome_q = sa.select(
+            audit_card.c.rule_id, feedback.c.outcome, sa.func.count(sa.distinct(feedback.c.card))
+        ).select_from(joined)
+        reason_cols = (feedback.c.reason_code, feedback.c.reason_display, feedback.c.user_comment)
+        reason_q = (
+            sa.select(audit_card.c.rule_id, *reason_cols, sa.func.count(sa.distinct(feedback.c.card)))
+            .select_from(joined)
+            .where(feedback.c.outcome == "overridden")
+        )
+        orphan = ~sa.exists().where(audit_card.c.uuid == feedback.c.card)
+        orphan_q = sa.select(feedback.c.outcome, sa.func.count(sa.distinct(feedback.c.card))).where(orphan)
+        orphan_reason_q = sa.select(*reason_cols, sa.func.count(sa.distinct(feedback.c.card))).where(
+            orphan, feedback.c.outcome == "overridden"
+        )
+        if since is not None:
+            shown_q = shown_q.where(audit.c.received_at >= since)
+            outcome_q = outcome_q.where(audit.c.received_at >= since)
+            reason_q = reason_q.where(audit.c.received_at >= since)
+            orphan_q = orphan_q.where(feedback.c.received_at >= since)
+            orphan_reason_q = orphan_reason_q.where(feedback.c.received_at >= since)
+
+        with self._transaction("building override report") as conn:
+            shown = {r: n for r, n in conn.execute(shown_q.group_by(audit_card.c.rule_id)).tuples()}
+            outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+            for rule, outcome, n in conn.execute(
+                outcome_q.group_by(audit_card.c.rule_id, feedback.c.outcome)
+            ).tuples():
+                outcomes[rule][outcome] += n
+            reasons: dict[str, Counter[str]] = defaultdict(Counter)
+            for rule, code, display, comment, n in conn.execute(
+                reason_q.group_by(audit_card.c.rule_id, *reason_cols)
+            ).tuples():
+                reasons[rule][_reason_label(code, display, comment)] += n
+            for outcome, n in conn.execute(orphan_q.group_by(feedback.c.outcome)).tuples():
+                outcomes[UNATTRIBUTED][outcome] += n
+            for code, display, comment, n in conn.execute(orphan_reason_q.group_by(*reason_cols)).tuples():
+                reasons[UNATTRIBUTED][_reason_label(code, display, comment)] += n
+
+        stats = [
+            RuleStats(
+                rule_id=rule,
+                shown=shown.get(rule, 0),
+                accepted=outcomes[rule]["accepted"],
+                overridden=outcomes[rule]["overridden"],
+                top_reasons=tuple(sorted(reasons[rule].items(), key=lambda kv: (-kv[1], kv[0]))[:3]),
+            )
+            for rule in sorted(set(shown) | set(outcomes))
+        ]
+        stats.sort(key=lambda s: (s.rule_id == UNATTRIBUTED, -(s.override_rate or 0.0), s.rule_id))
+        return stats
+
+
+def _reason_label(code: str | None, display: str | None, comment: str | None) -> str:
+    """A coded reason is named by its display (or code); free text only when nothing is coded."""
+    for value in (display, code, comment):
+        if value and value.strip():
+            return value.strip()
+    return "(no reason given)"
+
+
+def _short(exc: BaseException) -> str:
+    # SQLAlchemy messages embed the full SQL and a help link; the first line says what went wrong.
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # We issue BEGIN ourselves (see _sqlite_on_begin): pysqlite's implicit transactions skip DDL,
+    # which would make migrations non-atomic.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    try:
+        # WAL + FULL: a commit is fsynced to the WAL before it returns, so acknowledged feedback
+        # survives a crash of the process (and of the OS), and readers don't block the writer.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
