@@ -94,7 +94,9 @@ class RuleDoc:
     reads: tuple[str, ...]  # the evidence it reads, e.g. ("INR (LOINC 6301-6) within the coag window",)
     steps: tuple[str, ...]  # what the card advises, in order (algorithm steps)
     citation: str  # chapter section and reference numbers
-    policy_keys: tuple[str, ...] = ()  # keys of policy thresholds/windows it uses ("antithrombotic_holds" too)
+    policy_keys: tuple[
+        str, ...
+    ] = ()  # keys of policy thresholds/windows it uses ("antithrombotic_holds" too)
     hooks: tuple[str, ...] = ()
 
 

@@ -1,0 +1,68 @@
+"""The `va-cds` command: serve, evaluate, db upgrade, report overrides."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: va-cds <command> [options]
+
+commands:
+  serve                      start the service with uvicorn (settings from VA_CDS_* variables)
+  evaluate FILE [options]    run a hook offline on a request or patient Bundle and print the cards
+  db upgrade                 apply database migrations
+  report overrides [--since DATE] [--csv PATH|-]   override rates per rule
+"""
+
+
+def serve(argv: list[str]) -> int:
+    import argparse
+
+    import uvicorn
+
+    from cds_service.settings import Settings
+
+    settings = Settings()
+    parser = argparse.ArgumentParser(prog="va-cds serve")
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    # Graceful shutdown: uvicorn stops accepting on SIGTERM and lets in-flight requests finish.
+    uvicorn.run(
+        "cds_service.app:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,  # our JSON logging, configured by create_app
+        timeout_graceful_shutdown=20,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "serve":
+        return serve(rest)
+    if command == "evaluate":
+        from cds_service.evaluate import main as evaluate_main
+
+        return evaluate_main(rest)
+    if command == "db" and rest[:1] == ["upgrade"]:
+        from cds_service.report import db_main
+
+        return db_main(rest[1:])
+    if command == "report" and rest[:1] == ["overrides"]:
+        from cds_service.report import main as report_main
+
+        return report_main(rest[1:])
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
