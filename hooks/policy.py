@@ -28,6 +28,8 @@ REQUIRED_THRESHOLDS = (
     "hba1c_max_percent",
     "glucose_max_mg_dl",
     "glycemic_window_days",
+    "renal_window_days",
+    "weight_window_days",
     "post_lookback_days",
     "spo2_min_percent",
     "resp_rate_max",
