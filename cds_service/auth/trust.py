@@ -157,9 +157,10 @@ def _parse_issuer(
         # none and HMAC are forbidden by the spec (§JWT Signing Algorithm); refuse them loudly.
         allowed = ", ".join(sorted(ASYMMETRIC_ALGORITHMS))
         raise _fail(source, where, f"algorithm(s) {', '.join(bad)} not allowed; choose from {allowed}")
-    for key in static.values():
-        if not any(key.accepts(a) for a in algs_raw):
-            raise _fail(source, where, f"key {key.kid!r} cannot verify any of the configured algorithms")
+    # A pasted JWKS may hold keys for algorithms not enabled here (they are simply never used), but one
+    # with no usable key at all is certainly a configuration mistake.
+    if static and not any(key.accepts(a) for key in static.values() for a in algs_raw):
+        raise _fail(source, where, "no key in the JWKS can verify any of the configured algorithms")
 
     tenants: frozenset[str] | None = None
     if "tenant" in raw:

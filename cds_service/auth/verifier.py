@@ -141,8 +141,10 @@ class JwtVerifier:
     def _split(token: str) -> tuple[str, str, str]:
         parts = token.split(".")
         # Exactly three: five would be a JWE, which the spec does not use; fewer or more is garbage.
-        if len(parts) != 3 or not all(parts):
-            raise AuthError("malformed", f"expected 3 non-empty segments, got {len(parts)}")
+        # An empty signature is let through here so that `alg: none` is reported as bad-alg below;
+        # it can never verify.
+        if len(parts) != 3 or not parts[0] or not parts[1]:
+            raise AuthError("malformed", f"expected 3 segments, got {len(parts)}")
         return parts[0], parts[1], parts[2]
 
     @staticmethod
