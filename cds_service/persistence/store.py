@@ -234,8 +234,14 @@ class Store:
         new = 0
         with self._transaction("saving feedback") as conn:
             for row in rows:
-                stmt = self._insert(feedback).values(**row).on_conflict_do_nothing(index_elements=keys)
-                new += conn.execute(stmt).rowcount
+                stmt = (
+                    self._insert(feedback)
+                    .values(**row)
+                    .on_conflict_do_nothing(index_elements=keys)
+                    # Count RETURNING rows, not rowcount: drivers disagree on rowcount here.
+                    .returning(feedback.c.id)
+                )
+                new += len(conn.execute(stmt).all())
         return new
 
     @staticmethod
@@ -355,17 +361,24 @@ class Store:
         outcome_q = sa.select(
             audit_card.c.rule_id, feedback.c.outcome, sa.func.count(sa.distinct(feedback.c.card))
         ).select_from(joined)
-        reason_cols = (feedback.c.reason_code, feedback.c.reason_display, feedback.c.user_comment)
+        # Reasons are tallied in Python over distinct (card, reason) rows: a reason is one coded
+        # concept whatever display text each client sent, and a card reported twice counts once.
+        reason_cols = (
+            feedback.c.card,
+            feedback.c.reason_system,
+            feedback.c.reason_code,
+            feedback.c.reason_display,
+            feedback.c.user_comment,
+        )
         reason_q = (
-            sa.select(audit_card.c.rule_id, *reason_cols, sa.func.count(sa.distinct(feedback.c.card)))
+            sa.select(audit_card.c.rule_id, *reason_cols)
+            .distinct()
             .select_from(joined)
             .where(feedback.c.outcome == "overridden")
         )
         orphan = ~sa.exists().where(audit_card.c.uuid == feedback.c.card)
         orphan_q = sa.select(feedback.c.outcome, sa.func.count(sa.distinct(feedback.c.card))).where(orphan)
-        orphan_reason_q = sa.select(*reason_cols, sa.func.count(sa.distinct(feedback.c.card))).where(
-            orphan, feedback.c.outcome == "overridden"
-        )
+        orphan_reason_q = sa.select(*reason_cols).distinct().where(orphan, feedback.c.outcome == "overridden")
         if since is not None:
             shown_q = shown_q.where(audit.c.received_at >= since)
             outcome_q = outcome_q.where(audit.c.received_at >= since)
@@ -373,22 +386,20 @@ class Store:
             orphan_q = orphan_q.where(feedback.c.received_at >= since)
             orphan_reason_q = orphan_reason_q.where(feedback.c.received_at >= since)
 
+        tally = _ReasonTally()
         with self._transaction("building override report") as conn:
-            shown = {r: n for r, n in conn.execute(shown_q.group_by(audit_card.c.rule_id)).tuples()}
+            shown = {r: n for r, n in conn.execute(shown_q.group_by(audit_card.c.rule_id))}
             outcomes: dict[str, Counter[str]] = defaultdict(Counter)
             for rule, outcome, n in conn.execute(
                 outcome_q.group_by(audit_card.c.rule_id, feedback.c.outcome)
-            ).tuples():
+            ):
                 outcomes[rule][outcome] += n
-            reasons: dict[str, Counter[str]] = defaultdict(Counter)
-            for rule, code, display, comment, n in conn.execute(
-                reason_q.group_by(audit_card.c.rule_id, *reason_cols)
-            ).tuples():
-                reasons[rule][_reason_label(code, display, comment)] += n
-            for outcome, n in conn.execute(orphan_q.group_by(feedback.c.outcome)).tuples():
+            for outcome, n in conn.execute(orphan_q.group_by(feedback.c.outcome)):
                 outcomes[UNATTRIBUTED][outcome] += n
-            for code, display, comment, n in conn.execute(orphan_reason_q.group_by(*reason_cols)).tuples():
-                reasons[UNATTRIBUTED][_reason_label(code, display, comment)] += n
+            for row in conn.execute(reason_q):
+                tally.add(*row)
+            for orphan_row in conn.execute(orphan_reason_q):
+                tally.add(UNATTRIBUTED, *orphan_row)
 
         stats = [
             RuleStats(
@@ -396,7 +407,7 @@ class Store:
                 shown=shown.get(rule, 0),
                 accepted=outcomes[rule]["accepted"],
                 overridden=outcomes[rule]["overridden"],
-                top_reasons=tuple(sorted(reasons[rule].items(), key=lambda kv: (-kv[1], kv[0]))[:3]),
+                top_reasons=tally.top(rule, 3),
             )
             for rule in sorted(set(shown) | set(outcomes))
         ]
@@ -404,12 +415,44 @@ class Store:
         return stats
 
 
-def _reason_label(code: str | None, display: str | None, comment: str | None) -> str:
-    """A coded reason is named by its display (or code); free text only when nothing is coded."""
-    for value in (display, code, comment):
-        if value and value.strip():
-            return value.strip()
-    return "(no reason given)"
+class _ReasonTally:
+    """Counts distinct overridden cards per (rule, reason) and picks a readable label per reason."""
+
+    def __init__(self) -> None:
+        self._cards: dict[str, dict[tuple[str, ...], set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._labels: dict[tuple[str, ...], str] = {}
+
+    def add(
+        self,
+        rule: str,
+        card: str,
+        system: str | None,
+        code: str | None,
+        display: str | None,
+        comment: str | None,
+    ) -> None:
+        key: tuple[str, ...]
+        if code and code.strip():
+            # A coded reason is one concept whatever display text (if any) each client sent;
+            # it is named by a display when any client sent one, else by its code.
+            key = ("coded", system or "", code.strip())
+            if display and display.strip():
+                self._labels[key] = display.strip()
+            else:
+                self._labels.setdefault(key, code.strip())
+        elif comment and comment.strip():
+            key = ("comment", comment.strip())
+            self._labels[key] = comment.strip()
+        else:
+            key = ("none",)
+            self._labels[key] = "(no reason given)"
+        self._cards[rule][key].add(card)
+
+    def top(self, rule: str, n: int) -> tuple[tuple[str, int], ...]:
+        counts: Counter[str] = Counter()
+        for key, cards in self._cards.get(rule, {}).items():
+            counts[self._labels[key]] += len(cards)
+        return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
 
 
 def _short(exc: BaseException) -> str:
