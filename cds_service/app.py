@@ -47,7 +47,7 @@ from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, Store, StoreUnavailable
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
 from cds_service.settings import Settings
-from fhir_mappings.valuesets import ValueSetLibrary, load_library
+from fhir_mappings.library import ValueSetLibrary, load_library
 from hooks import build_services
 from hooks.policy import Policy, load_policy
 
@@ -333,7 +333,7 @@ def _include_docs(app: FastAPI, state: State) -> None:
 
 
 def _readiness(state: State) -> dict[str, bool]:
-    return {"policy": bool(state.policy.thresholds), "valuesets": state.library.size() > 0, "services": True}
+    return {"policy": bool(state.policy.thresholds), "valuesets": len(state.library.ids()) > 0, "services": True}
 
 
 def _observe(

@@ -23,7 +23,7 @@ from cds_service.invocation import evaluate, invoke
 from cds_service.models import Card, HookRequest
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable
 from cds_service.settings import Settings
-from fhir_mappings.valuesets import load_library
+from fhir_mappings.library import load_library
 from hooks import build_services
 from hooks.policy import load_policy
 

@@ -20,7 +20,7 @@ from cds_service.contracts import CardSpec, HookInput, ServiceDefinition
 from cds_service.models import Card, HookRequest
 from cds_service.prefetch import FetchLimits, KeyOutcome, resolve
 from fhir_mappings.extract import extract_facts
-from fhir_mappings.valuesets import ValueSetLibrary
+from fhir_mappings.library import ValueSetLibrary
 
 log = logging.getLogger("va_cds.invocation")
 
