@@ -10,7 +10,9 @@ from cds_service.models import FeedbackItem
 from cds_service.persistence import AuditRecord
 
 
-def fb(card: str, outcome: str = "overridden", ts: str = "2025-05-01T14:03:22Z", **extra: Any) -> FeedbackItem:
+def fb(
+    card: str, outcome: str = "overridden", ts: str = "2025-05-01T14:03:22Z", **extra: Any
+) -> FeedbackItem:
     return FeedbackItem.model_validate({"card": card, "outcome": outcome, "outcomeTimestamp": ts, **extra})
 
 

@@ -45,7 +45,12 @@ def test_feedback_is_stored_with_every_field(store: Store, db_url: str) -> None:
     card, sugg = card_id(), card_id()
     items = [
         fb(card, "accepted", "2025-05-01T14:03:22Z", acceptedSuggestions=[{"id": sugg}]),
-        fb(card, "overridden", "2025-05-01T15:00:00+02:00", **reason("palliative", "Palliative care", "Hospice")),
+        fb(
+            card,
+            "overridden",
+            "2025-05-01T15:00:00+02:00",
+            **reason("palliative", "Palliative care", "Hospice"),
+        ),
     ]
     assert store.save_feedback("va-safety", items, NOW) == 2
 
