@@ -1,0 +1,1124 @@
+"""FHIR R4 JSON → ClinicalFacts.
+
+Reads parsed dicts directly (no fhir.resources validation: ~0.3 ms per resource is too slow for a prefetch),
+selects resources by code first and builds facts only for matches. Anything malformed is reported in
+`ClinicalFacts.problems`; `extract_facts` never raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from .dates import parse_fhir_datetime
+from .facts import (
+    CANONICAL_UNITS,
+    AllergyFact,
+    ClinicalFacts,
+    ConditionFact,
+    EncounterFact,
+    Evidence,
+    ImagingFact,
+    Measurement,
+    MedicationFact,
+    OrderFact,
+    PatientFact,
+    ProcedureFact,
+)
+from .library import (
+    ICD10CM,
+    Hit,
+    ValueSetLibrary,
+    clean_text,
+    codeable_texts,
+    default_library,
+    is_negated,
+    normalize_code,
+    normalize_system,
+)
+from .units import UnitError, normalize_quantity
+
+Region = Literal["cervical", "thoracic", "lumbar", "sacral"]
+Modality = Literal["mri", "ct", "bone-scan", "xray", "other"]
+
+MAX_BUNDLE_DEPTH = 8
+MAX_TEXT = 20_000  # characters of report text read per resource
+
+VA = "vertebral-augmentation"
+NEURO_EXAM = "neuro-exam"
+
+_MED_CATS = frozenset({"medication"})
+_COND_CATS = frozenset({"condition"})
+_ALLERGY_CATS = frozenset({"allergy"})
+_MEAS_CATS = frozenset({"measurement"})
+_PROC_CATS = frozenset({"procedure", "order"})
+_ORDER_CATS = frozenset({"procedure", "order", "measurement"})
+
+_RESULT_OK = frozenset({"final", "amended", "corrected"})
+_REPORT_OK = frozenset({"final", "amended", "corrected", "appended"})
+_MR_ACTIVE = frozenset({"active", "on-hold"})
+_MR_INTENTS = frozenset({"order", "plan", "original-order", "reflex-order", "filler-order", "instance-order"})
+_MS_ACTIVE = frozenset({"active", "intended"})
+_COND_ACTIVE = frozenset({"active", "recurrence", "relapse"})
+_IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+_APPT_OK = frozenset({"booked", "arrived", "pending", "proposed", "checked-in"})
+_FOLLOWUP_7TH = frozenset("DGKPS")
+_NON_SYMPTOM_OBS_CATEGORIES = frozenset(
+    {"laboratory", "vital-signs", "social-history", "imaging", "procedure"}
+)
+
+_FLUSH_LOCK = re.compile(r"\b(?:flush\w*|lock|locks|lock\s+solution|catheter\s+lock)\b", re.IGNORECASE)
+_NON_SYSTEMIC = re.compile(
+    r"\b(?:topical|ophthalmic|otic|nasal|inhal\w*|inhaler|cream|ointment|lotion|drops?|gel|eye|ear|actuat|"
+    r"metered|rectal\s+foam|enema|shampoo|spray)\b",
+    re.IGNORECASE,
+)
+_LEVEL = re.compile(
+    r"(?<![A-Za-z0-9])([CTLS])\s?-?(\d{1,2})(?![0-9A-Za-z])"
+    r"(?![\s-]*(?:weighted|wi\b|w\b|hyper|hypo|signal|fat|flair|sequence|image|map|score|stage|lesion))",
+    re.IGNORECASE,
+)
+_LEVEL_MAX = {"C": 7, "T": 12, "L": 5, "S": 5}
+_REGION_OF = {"C": "cervical", "T": "thoracic", "L": "lumbar", "S": "sacral"}
+_REGION_WORDS = (
+    (re.compile(r"\bcervical\b", re.I), "cervical"),
+    (re.compile(r"\bthoracic\b|\bdorsal\b", re.I), "thoracic"),
+    (re.compile(r"\blumbar\b", re.I), "lumbar"),
+    (re.compile(r"\bsacr(?:al|um)\b|\bsacroplasty\b", re.I), "sacral"),
+)
+_APPROACH = re.compile(
+    r"\b(?:uni|bi|trans|extra|para)[\s-]?pedicular(?:ly)?\b|\bpedicular\s+approach\b|\b(?:unilateral|bilateral)\s+approach\b",
+    re.IGNORECASE,
+)
+_CEMENT = re.compile(
+    r"\bcement\b|\bpmma\b|\bpolymethyl\s*methacrylate\b|\blot\b|\b\d+(?:\.\d+)?\s*(?:ml|cc)\b", re.IGNORECASE
+)
+_COMPLICATIONS = re.compile(r"\bcomplications?\b|\buncomplicated\b|\buneventful\b", re.IGNORECASE)
+_SPINE_WORDS = re.compile(
+    r"\bspine\b|\bspinal\b|\bvertebra\w*\b|\blumbar\b|\bsacr(?:um|al)\b|\b[CTLS]-spine\b|\bthoracolumbar\b|\blumbosacral\b"
+    r"|\bcervical\s+spine\b|\bthoracic\s+spine\b",
+    re.IGNORECASE,
+)
+_MOD_TEXT: tuple[tuple[re.Pattern[str], Modality], ...] = (
+    (re.compile(r"\bmri\b|\bmr\b|magnetic\s+resonance", re.I), "mri"),
+    (re.compile(r"\bct\b|computed\s+tomograph\w*|\bcat\s+scan\b", re.I), "ct"),
+    (re.compile(r"\bbone\s+scan\b|scintigra\w*|\bspect\b", re.I), "bone-scan"),
+    (re.compile(r"\bx-?ray\b|\bxr\b|radiograph\w*", re.I), "xray"),
+)
+_DICOM_MODALITY: dict[str, Modality] = {
+    "MR": "mri",
+    "CT": "ct",
+    "NM": "bone-scan",
+    "DX": "xray",
+    "CR": "xray",
+    "RF": "xray",
+}
+_EDEMA = re.compile(
+    r"\b(?:stir|t2)[\s-]*(?:fat[\s-]*sat\w*\s+)?(?:hyperintens\w*|bright|high\s+signal)\b|\b(?:marrow\s+)?o?edema\b"
+    r"|\bhyperintens\w*\s+(?:on\s+)?stir\b",
+    re.IGNORECASE,
+)
+_ACUTE = re.compile(r"\b(?:acute|subacute|recent|fresh)\b", re.IGNORECASE)
+_CHRONIC = re.compile(r"\b(?:chronic|healed|old|remote|sclerotic|longstanding)\b", re.IGNORECASE)
+_NEG_CULTURE = re.compile(
+    r"\bno\s+growth\b|\bnegative\b|\bnot\s+detected\b|\bno\s+(?:organisms?|bacteria)\b|\bsterile\b|\bno\s+isolate",
+    re.IGNORECASE,
+)
+_POS_INTERP = frozenset({"POS", "A", "AA", "H", "HH", "DET", "HU"})
+_NEG_INTERP = frozenset({"NEG", "N", "ND", "NR"})
+_ABSENT_VALUE = re.compile(r"^\s*(?:no|absent|negative|none|not\s+present|denies|false)\b", re.IGNORECASE)
+
+_LABELS = {
+    "inr": ("INR", ""),
+    "platelets": ("Platelets", "×10⁹/L"),
+    "wbc": ("WBC", "×10⁹/L"),
+    "hemoglobin": ("Hemoglobin", "g/dL"),
+    "crp": ("CRP", "mg/L"),
+    "esr": ("ESR", "mm/h"),
+    "temperature": ("Temperature", "°C"),
+    "heart_rate": ("Heart rate", "/min"),
+    "resp_rate": ("Respiratory rate", "/min"),
+    "spo2": ("SpO2", "%"),
+    "systolic_bp": ("Systolic BP", "mmHg"),
+    "diastolic_bp": ("Diastolic BP", "mmHg"),
+    "hba1c": ("HbA1c", "%"),
+    "glucose": ("Glucose", "mg/dL"),
+    "creatinine": ("Creatinine", "mg/dL"),
+    "egfr": ("eGFR", "mL/min/1.73m²"),
+    "crcl": ("CrCl", "mL/min"),
+    "pain": ("Pain score", "/10"),
+    "tryptase": ("Tryptase", "µg/L"),
+    "weight": ("Weight", "kg"),
+    "blood_culture": ("Blood culture", ""),
+}
+
+
+# ---------------------------------------------------------------------- small typed readers
+def _d(x: Any) -> dict[str, Any] | None:
+    return x if isinstance(x, dict) else None
+
+
+def _get(x: Any, key: str) -> Any:
+    return x.get(key) if isinstance(x, dict) else None
+
+
+def _l(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else []
+
+
+def _s(x: Any) -> str | None:
+    return x if isinstance(x, str) and x.strip() else None
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    v = float(x)
+    return v if v == v and v not in (float("inf"), float("-inf")) else None
+
+
+def _status_code(cc: Any) -> str | None:
+    """First coding.code of a status CodeableConcept (clinicalStatus / verificationStatus)."""
+    c = _d(cc)
+    if c is None:
+        return None
+    for coding in _l(c.get("coding")):
+        code = _s(_get(coding, "code"))
+        if code:
+            return code.lower()
+    t = _s(c.get("text"))
+    return t.lower() if t else None
+
+
+def _date_str(dt: datetime | None) -> str:
+    return dt.date().isoformat() if dt else "unknown date"
+
+
+def _fmt(v: float) -> str:
+    return f"{round(v, 2):g}"
+
+
+def _display(*ccs: Any, fallback: str = "") -> str:
+    for cc in ccs:
+        texts = codeable_texts(cc)
+        if texts:
+            return clean_text(texts[0])
+    return fallback
+
+
+def _note_texts(r: Mapping[str, Any]) -> list[str]:
+    out = []
+    for n in _l(r.get("note")):
+        t = _s(_get(n, "text"))
+        if t:
+            out.append(t)
+    return out
+
+
+def find_level(*texts: str | None) -> str | None:
+    """First valid vertebral level (C1-C7, T1-T12, L1-L5, S1-S5) named in the texts."""
+    for text in texts:
+        if not text:
+            continue
+        for m in _LEVEL.finditer(text):
+            letter, n = m.group(1).upper(), int(m.group(2))
+            if 1 <= n <= _LEVEL_MAX[letter]:
+                return f"{letter}{n}"
+    return None
+
+
+def find_levels(text: str) -> frozenset[str]:
+    out = set()
+    for m in _LEVEL.finditer(text):
+        letter, n = m.group(1).upper(), int(m.group(2))
+        if 1 <= n <= _LEVEL_MAX[letter]:
+            out.add(f"{letter}{n}")
+    return frozenset(out)
+
+
+def _region(level: str | None, hits: Iterable[Hit], *texts: str | None) -> Region | None:
+    if level:
+        return _REGION_OF[level[0]]  # type: ignore[return-value]
+    for h in hits:
+        if h.region in ("cervical", "thoracic", "lumbar", "sacral"):
+            return h.region  # type: ignore[return-value]
+    for text in texts:
+        if text:
+            for pat, name in _REGION_WORDS:
+                if pat.search(text):
+                    return name  # type: ignore[return-value]
+    return None
+
+
+def imaging_findings(text: str) -> frozenset[str]:
+    """{"edema", "no-edema", "chronic", "acute"} as stated (negation-aware) in report text."""
+    found: set[str] = set()
+    for m in _EDEMA.finditer(text):
+        found.add("no-edema" if is_negated(text, m.start(), m.end()) else "edema")
+    for m in _ACUTE.finditer(text):
+        if not is_negated(text, m.start(), m.end()):
+            found.add("acute")
+            break
+    for m in _CHRONIC.finditer(text):
+        if not is_negated(text, m.start(), m.end()):
+            found.add("chronic")
+            break
+    return frozenset(found)
+
+
+# ---------------------------------------------------------------------- the extractor
+class _Extractor:
+    def __init__(self, lib: ValueSetLibrary) -> None:
+        self.lib = lib
+        self.facts = ClinicalFacts()
+        self.by_ref: dict[str, dict[str, Any]] = {}
+        self.handlers: dict[str, Callable[[dict[str, Any], str, bool], None]] = {
+            "Patient": self.patient,
+            "MedicationRequest": self.medication,
+            "MedicationStatement": self.medication,
+            "Observation": self.observation,
+            "Condition": self.condition,
+            "AllergyIntolerance": self.allergy,
+            "Procedure": self.procedure,
+            "ServiceRequest": self.service_request,
+            "Appointment": self.appointment,
+            "DiagnosticReport": self.diagnostic_report,
+            "ImagingStudy": self.imaging_study,
+            "Encounter": self.encounter,
+        }
+
+        self._wanted = frozenset({*self.handlers, "Medication", "Bundle"})
+
+    def problem(self, msg: str) -> None:
+        self.facts.problems.append(msg[:300])
+
+    # -- input collection ---------------------------------------------------------------
+    def collect(self, source: Any, label: str) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = []
+        if source is None:
+            return out
+        if isinstance(source, dict):
+            items: Iterable[Any] = [source]
+        elif isinstance(source, str | bytes | int | float | bool):
+            self.problem(f"{label}: expected a list of FHIR resources, got {type(source).__name__}")
+            return out
+        else:
+            try:
+                items = list(source)
+            except TypeError:
+                self.problem(f"{label}: expected a list of FHIR resources, got {type(source).__name__}")
+                return out
+        seen: set[tuple[str, str]] = set()
+        for n, item in enumerate(items):
+            self._collect_one(item, None, out, 0, f"{label}[{n}]", seen)
+        return out
+
+    def _collect_one(
+        self,
+        item: Any,
+        full_url: str | None,
+        out: list[tuple[str, dict[str, Any]]],
+        depth: int,
+        where: str,
+        seen: set[tuple[str, str]],
+    ) -> None:
+        if not isinstance(item, dict):
+            self.problem(f"{where}: not a JSON object ({type(item).__name__})")
+            return
+        rt = item.get("resourceType")
+        if not isinstance(rt, str) or not rt:
+            self.problem(f"{where}: no resourceType")
+            return
+        if rt == "Bundle":
+            if depth >= MAX_BUNDLE_DEPTH:
+                self.problem(f"{where}: Bundle nested deeper than {MAX_BUNDLE_DEPTH}; ignored")
+                return
+            entries = item.get("entry")
+            if entries is not None and not isinstance(entries, list):
+                self.problem(f"{where}: Bundle.entry is not a list")
+                return
+            for i, entry in enumerate(_l(entries)):
+                e = _d(entry)
+                if e is None:
+                    self.problem(f"{where}.entry[{i}]: not a JSON object")
+                    continue
+                res = e.get("resource")
+                if res is None:
+                    continue
+                if isinstance(res, dict) and res.get("resourceType") not in self._wanted:
+                    continue
+                self._collect_one(
+                    e["resource"], _s(e.get("fullUrl")), out, depth + 1, f"{where}.entry[{i}]", seen
+                )
+            return
+        if rt not in self.handlers and rt != "Medication":
+            return  # billing, immunizations...: never read, so never indexed or deduplicated
+        rid = _s(item.get("id"))
+        if rid is not None:
+            key = (rt, rid)
+            if key in seen:
+                return
+            seen.add(key)
+            ref = f"{rt}/{rid}"
+        elif full_url is not None:
+            key = (rt, full_url)
+            if key in seen:
+                return
+            seen.add(key)
+            ref = full_url
+        else:
+            ref = f"{rt}/(no id: {where})"
+        if rt == "Medication":
+            self.by_ref[ref] = item
+            if full_url:
+                self.by_ref[full_url] = item
+            return
+        out.append((ref, item))
+
+    def run(self, items: list[tuple[str, dict[str, Any]]], draft: bool) -> None:
+        for ref, r in items:
+            handler = self.handlers.get(str(r.get("resourceType")))
+            if handler is None:
+                continue
+            try:
+                handler(r, ref, draft)
+            except Exception as exc:  # a malformed resource must never break the request
+                self.problem(f"{ref}: could not read ({exc.__class__.__name__}: {exc})")
+
+    def when(self, value: Any, ref: str, what: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return parse_fhir_datetime(value)
+        except (ValueError, OverflowError):
+            self.problem(f"{ref}: unreadable {what} {value!r}"[:300])
+            return None
+
+    # -- Patient / Encounter ------------------------------------------------------------------
+    def patient(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        if self.facts.patient is not None:
+            return
+        birth = self.when(r.get("birthDate"), ref, "birthDate")
+        g = r.get("gender")
+        sex: Literal["male", "female", "other", "unknown"] = (
+            g if g in ("male", "female", "other", "unknown") else "unknown"
+        )
+        summary = f"{sex}, born {_date_str(birth)}" if birth else f"{sex}, birth date unknown"
+        self.facts.patient = PatientFact(Evidence(ref, summary), birth, sex)
+
+    def encounter(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        status = _s(r.get("status")) or "unknown"
+        if status in ("entered-in-error", "cancelled"):
+            return
+        period = _d(r.get("period")) or {}
+        start = self.when(period.get("start"), ref, "period.start")
+        end = self.when(period.get("end"), ref, "period.end")
+        types = [t for t in _l(r.get("type"))]
+        label = _display(*types, fallback="Encounter")
+        self.facts.encounters.append(
+            EncounterFact(
+                Evidence(ref, f"{label} ({status}) {_date_str(start)}"),
+                id=_s(r.get("id")) or ref,
+                status=status,
+                start=start,
+                end=end,
+            )
+        )
+
+    # -- Medications -------------------------------------------------------------------
+    def _resolve(self, reference: Any, container: Mapping[str, Any]) -> dict[str, Any] | None:
+        ref = _s(_get(reference, "reference"))
+        if ref is None:
+            return None
+        if ref.startswith("#"):
+            for c in _l(container.get("contained")):
+                cd = _d(c)
+                if cd is not None and cd.get("id") == ref[1:]:
+                    return cd
+            return None
+        found = self.by_ref.get(ref)
+        if found is None and "/" in ref:
+            parts = ref.rstrip("/").split("/")
+            if len(parts) >= 2:
+                found = self.by_ref.get(f"{parts[-2]}/{parts[-1]}")
+        return found
+
+    def medication(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        rt = str(r.get("resourceType"))
+        status = _s(r.get("status")) or "unknown"
+        if status in ("entered-in-error", "cancelled", "not-taken"):
+            return
+        ccs: list[Any] = []
+        med_cc = _d(r.get("medicationCodeableConcept"))
+        if med_cc is not None:
+            ccs.append(med_cc)
+        med_ref = r.get("medicationReference")
+        if med_ref is not None:
+            med = self._resolve(med_ref, r)
+            if med is None:
+                if med_cc is None:
+                    ref_text = _s(_get(med_ref, "display"))
+                    if ref_text:
+                        ccs.append({"text": ref_text})
+                    else:
+                        self.problem(f"{ref}: medicationReference not found in the inputs")
+            else:
+                ccs.append(med.get("code"))
+                for ing in _l(med.get("ingredient")):
+                    ingd = _d(ing)
+                    if ingd is not None and ingd.get("itemCodeableConcept") is not None:
+                        ccs.append(ingd.get("itemCodeableConcept"))
+        if not ccs:
+            return
+        hits: list[Hit] = []
+        for cc in ccs:
+            for h in self.lib.match_codeable(cc, _MED_CATS):
+                if h not in hits:
+                    hits.append(h)
+        if not hits:
+            return
+        texts = [t for cc in ccs for t in codeable_texts(cc)]
+        for dose in _l(r.get("dosageInstruction")) + _l(r.get("dosage")):
+            t = _s(_get(dose, "text"))
+            if t:
+                texts.append(t)
+        all_text = " ; ".join(texts)
+        display = clean_text(texts[0]) if texts else "medication"
+        if rt == "MedicationRequest":
+            intent = r.get("intent")
+            active = (not draft) and status in _MR_ACTIVE and (intent is None or intent in _MR_INTENTS)
+            authored = self.when(r.get("authoredOn"), ref, "authoredOn")
+        else:
+            active = (not draft) and status in _MS_ACTIVE
+            period = _d(r.get("effectivePeriod")) or {}
+            authored = self.when(
+                r.get("effectiveDateTime") or period.get("start") or r.get("dateAsserted"), ref, "effective"
+            )
+        done: set[tuple[str, str]] = set()
+        for h in hits:
+            if h.drug_class is None:
+                continue
+            if h.drug_class == "anticoagulant" and _FLUSH_LOCK.search(all_text):
+                continue  # catheter flush / lock solution: never systemic anticoagulation
+            if h.drug_class == "immunosuppressant" and _NON_SYSTEMIC.search(all_text):
+                continue
+            ingredient = h.ingredient or (display.split(" ")[0].lower() if display else h.concept)
+            key = (ingredient, h.drug_class)
+            if key in done:
+                continue
+            done.add(key)
+            when = f", since {_date_str(authored)}" if authored else ""
+            summary = f"{display} (draft order)" if draft else f"{display} ({status}{when})"
+            fact = MedicationFact(
+                evidence=Evidence(ref, summary),
+                ingredient=ingredient,
+                drug_class=h.drug_class,  # type: ignore[arg-type]
+                resource_type=rt,
+                status=status,
+                active=active,
+                draft=draft,
+                authored=authored,
+                display=display,
+            )
+            (self.facts.draft_medications if draft else self.facts.medications).append(fact)
+
+    # -- Observations --------------------------------------------------------------------
+    def _time(self, r: Mapping[str, Any], ref: str) -> datetime | None:
+        period = _d(r.get("effectivePeriod")) or {}
+        for key, value in (
+            ("effectiveDateTime", r.get("effectiveDateTime")),
+            ("effectiveInstant", r.get("effectiveInstant")),
+            ("effectivePeriod.start", period.get("start")),
+            ("issued", r.get("issued")),
+        ):
+            if value is not None:
+                t = self.when(value, ref, key)
+                if t is not None:
+                    return t
+        return None
+
+    def _measure(
+        self, kind: str, holder: Mapping[str, Any], ref: str, time: datetime | None, interp: Any
+    ) -> Measurement:
+        unit = CANONICAL_UNITS.get(kind, "")
+        label, show_unit = _LABELS.get(kind, (kind, unit))
+        if kind == "blood_culture":
+            positive = self._culture_positive(holder, interp)
+            word = {True: "positive", False: "negative", None: "result unclear"}[positive]
+            organism = _display(
+                holder.get("valueCodeableConcept"), fallback=_s(holder.get("valueString")) or ""
+            )
+            detail = f" ({organism})" if organism and positive else ""
+            return Measurement(
+                Evidence(ref, f"Blood culture {word}{detail} on {_date_str(time)}"),
+                kind,
+                None,
+                unit,
+                time,
+                positive,
+            )
+        q = _d(holder.get("valueQuantity"))
+        raw: float | None = None
+        code = unit_text = None
+        if q is not None:
+            raw = _num(q.get("value"))
+            code = _s(q.get("code"))
+            unit_text = _s(q.get("unit"))
+            system = _s(q.get("system"))
+            if (
+                code is not None
+                and system is not None
+                and normalize_system(system) != "http://unitsofmeasure.org"
+            ):
+                code = None  # a non-UCUM code: fall back to the unit text
+        elif _num(holder.get("valueInteger")) is not None:
+            raw = _num(holder.get("valueInteger"))
+        if raw is None:
+            why = "no numeric value"
+            dar = _display(holder.get("dataAbsentReason"))
+            if dar:
+                why += f" ({dar})"
+            self.problem(f"{ref}: {label} {why}")
+            return Measurement(
+                Evidence(ref, f"{label}: {why} on {_date_str(time)}"), kind, None, unit, time, unusable=why
+            )
+        try:
+            value = normalize_quantity(kind, raw, code, unit_text)
+        except UnitError as exc:
+            why = str(exc)
+            self.problem(f"{ref}: {why}")
+            return Measurement(
+                Evidence(
+                    ref,
+                    f"{label} {_fmt(raw)} {unit_text or code or ''} on {_date_str(time)} (unusable: {why})",
+                ),
+                kind,
+                None,
+                unit,
+                time,
+                unusable=why,
+            )
+        comparator = _s(q.get("comparator")) if q is not None else None
+        shown = f"{comparator or ''}{_fmt(value)}{(' ' + show_unit) if show_unit else ''}"
+        reported = unit_text or code or ""
+        converted = abs(value - raw) > 1e-9
+        tail = f" (reported {_fmt(raw)} {reported})" if converted else ""
+        return Measurement(
+            Evidence(ref, f"{label} {shown} on {_date_str(time)}{tail}"), kind, value, unit, time
+        )
+
+    def _culture_positive(self, holder: Mapping[str, Any], interp: Any) -> bool | None:
+        for cc in _l(interp):
+            for coding in _l(_get(cc, "coding")):
+                code = _s(_get(coding, "code"))
+                if code:
+                    if code.upper() in _POS_INTERP:
+                        return True
+                    if code.upper() in _NEG_INTERP:
+                        return False
+        vcc = _d(holder.get("valueCodeableConcept"))
+        texts = codeable_texts(vcc) if vcc is not None else []
+        vs = _s(holder.get("valueString"))
+        if vs:
+            texts.append(vs)
+        if texts:
+            return not any(_NEG_CULTURE.search(t) for t in texts)
+        if vcc is not None and _l(vcc.get("coding")):
+            return True  # a coded value with no display: an organism code
+        return None
+
+    def observation(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        status = r.get("status")
+        if status not in _RESULT_OK:
+            return
+        hits = self.lib.match_codeable(r.get("code"), _MEAS_CATS, text_fallback=False)
+        components = _l(r.get("component"))
+        comp_hits: list[tuple[dict[str, Any], list[Hit]]] = []
+        for comp in components:
+            cd = _d(comp)
+            if cd is not None:
+                ch = self.lib.match_codeable(cd.get("code"), _MEAS_CATS, text_fallback=False)
+                if ch:
+                    comp_hits.append((cd, ch))
+        if not hits and not comp_hits:
+            self._observation_finding(r, ref)
+            return
+        time = self._time(r, ref)
+        interp = r.get("interpretation")
+        for h in hits:
+            if h.concept in CANONICAL_UNITS:
+                self.facts.measurements.append(self._measure(h.concept, r, ref, time, interp))
+        for cd, ch in comp_hits:
+            for h in ch:
+                if h.concept in CANONICAL_UNITS:
+                    self.facts.measurements.append(
+                        self._measure(h.concept, cd, ref, time, cd.get("interpretation") or interp)
+                    )
+
+    def _observation_finding(self, r: dict[str, Any], ref: str) -> None:
+        """Symptom Observations → ConditionFact; neurological exam Observations → ProcedureFact."""
+        code = r.get("code")
+        categories = set()
+        for cat in _l(r.get("category")):
+            for coding in _l(_get(cat, "coding")):
+                c = _s(_get(coding, "code"))
+                if c:
+                    categories.add(c.lower())
+        if categories and categories <= _NON_SYMPTOM_OBS_CATEGORIES:
+            return  # labs, vitals, social history: never a symptom or an exam
+        allow_text = r.get("valueQuantity") is None
+        hits = self.lib.match_codeable(code, _COND_CATS | _PROC_CATS, text_fallback=allow_text)
+        vcc = r.get("valueCodeableConcept")
+        if r.get("valueBoolean") is False:
+            return
+        value_text = " ".join(codeable_texts(vcc)) + " " + (_s(r.get("valueString")) or "")
+        if hits and _ABSENT_VALUE.match(value_text):
+            return  # e.g. code "Dyspnea", value "No" / "Absent"
+        if not hits and vcc is not None:
+            hits = self.lib.match_codeable(vcc, _COND_CATS, text_fallback=allow_text)
+        if not hits and allow_text and _s(r.get("valueString")):
+            hits = self.lib.match_text(str(r.get("valueString")), _COND_CATS)
+        if not hits:
+            return
+        time = self._time(r, ref)
+        display = _display(code, vcc, fallback="Observation")
+        cond = frozenset(h.concept for h in hits if h.category == "condition")
+        proc = frozenset(h.concept for h in hits if h.category != "condition")
+        if cond:
+            self.facts.conditions.append(
+                ConditionFact(
+                    Evidence(ref, f"{display} (observed {_date_str(time)})"),
+                    concepts=cond,
+                    active=True,
+                    onset=time,
+                    abatement=None,
+                    display=display,
+                )
+            )
+        if NEURO_EXAM in proc:
+            self.facts.procedures.append(
+                ProcedureFact(
+                    Evidence(ref, f"{display} on {_date_str(time)}"),
+                    is_va=False,
+                    concepts=frozenset({NEURO_EXAM}),
+                    status=str(r.get("status")),
+                    start=time,
+                    end=time,
+                    level=None,
+                    region=None,
+                    encounter=_s(_get(r.get("encounter"), "reference")),
+                    display=display,
+                )
+            )
+
+    # -- Conditions / allergies -----------------------------------------------------------
+    def condition(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        if _status_code(r.get("verificationStatus")) in _IGNORED_VERIFICATION:
+            return
+        code = r.get("code")
+        hits = self.lib.match_codeable(code, _COND_CATS)
+        if not hits:
+            return
+        clinical = _status_code(r.get("clinicalStatus"))
+        abatement_keys = [k for k in r if k.startswith("abatement") and r[k] not in (None, False, "", {})]
+        active = clinical in _COND_ACTIVE and not abatement_keys
+        onset_period = _d(r.get("onsetPeriod")) or {}
+        onset = self.when(r.get("onsetDateTime") or onset_period.get("start"), ref, "onset")
+        if onset is None and r.get("recordedDate") is not None:
+            onset = self.when(r.get("recordedDate"), ref, "recordedDate")
+        ab_period = _d(r.get("abatementPeriod")) or {}
+        abatement = self.when(r.get("abatementDateTime") or ab_period.get("start"), ref, "abatement")
+        followup = False
+        for coding in _l(_get(code, "coding")):
+            cd = _d(coding)
+            if cd is None or not _s(cd.get("code")) or not _s(cd.get("system")):
+                continue
+            if normalize_system(str(cd["system"])) == ICD10CM:
+                c = normalize_code(ICD10CM, str(cd["code"]))
+                if len(c) == 7 and c[-1] in _FOLLOWUP_7TH:
+                    followup = True
+        display = _display(code, fallback="Condition")
+        parts = [clinical or "status unknown"]
+        if onset:
+            parts.append(f"onset {_date_str(onset)}")
+        if abatement:
+            parts.append(f"resolved {_date_str(abatement)}")
+        if followup:
+            parts.append("follow-up encounter code")
+        self.facts.conditions.append(
+            ConditionFact(
+                Evidence(ref, f"{display} ({', '.join(parts)})"),
+                concepts=frozenset(h.concept for h in hits),
+                active=active,
+                onset=onset,
+                abatement=abatement,
+                display=display,
+                followup_encounter=followup,
+            )
+        )
+
+    def allergy(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        if _status_code(r.get("verificationStatus")) in _IGNORED_VERIFICATION:
+            return
+        ccs = [r.get("code")]
+        for reaction in _l(r.get("reaction")):
+            rd = _d(reaction)
+            if rd is not None and rd.get("substance") is not None:
+                ccs.append(rd.get("substance"))
+        hits: list[Hit] = []
+        for cc in ccs:
+            for h in self.lib.match_codeable(cc, _ALLERGY_CATS, text_fallback=False):
+                if h not in hits:
+                    hits.append(h)
+        if not hits:
+            texts = [t for cc in ccs for t in codeable_texts(cc)] + _note_texts(r)
+            for reaction in _l(r.get("reaction")):
+                t = _s(_get(reaction, "description"))
+                if t:
+                    texts.append(t)
+            hits = self.lib.match_text(" ; ".join(texts), _ALLERGY_CATS)
+        if not hits:
+            return
+        clinical = _status_code(r.get("clinicalStatus"))
+        active = clinical is None or clinical == "active"
+        display = _display(*ccs, fallback=(_note_texts(r) or ["allergy"])[0])
+        self.facts.allergies.append(
+            AllergyFact(
+                Evidence(ref, f"Allergy: {display} ({clinical or 'status not stated'})"),
+                concepts=frozenset(h.concept for h in hits),
+                active=active,
+                display=display,
+            )
+        )
+
+    # -- Procedures / orders -----------------------------------------------------------------
+    def procedure(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        status = _s(r.get("status")) or "unknown"
+        if status in ("entered-in-error", "not-done"):
+            return
+        code = r.get("code")
+        hits = self.lib.match_codeable(code, _PROC_CATS)
+        if not hits:
+            return
+        concepts = frozenset(h.concept for h in hits)
+        is_va = VA in concepts
+        notes = " ; ".join(_note_texts(r))
+        body_sites = _l(r.get("bodySite"))
+        body_text = " ; ".join(t for bs in body_sites for t in codeable_texts(bs))
+        code_text = " ; ".join(codeable_texts(code))
+        level = find_level(body_text, code_text, notes)
+        region = _region(level, hits, body_text, code_text, notes)
+        period = _d(r.get("performedPeriod")) or {}
+        if r.get("performedDateTime") is not None:
+            start = self.when(r.get("performedDateTime"), ref, "performedDateTime")
+            end = start
+        else:
+            start = self.when(period.get("start"), ref, "performedPeriod.start")
+            end = self.when(period.get("end"), ref, "performedPeriod.end")
+        has_level = bool(body_sites) or find_level(code_text, notes) is not None
+        has_cement = bool(_l(r.get("usedCode")) or _l(r.get("usedReference"))) or bool(_CEMENT.search(notes))
+        has_complications = bool(_l(r.get("complication")) or _l(r.get("complicationDetail"))) or bool(
+            _COMPLICATIONS.search(notes)
+        )
+        display = _display(code, fallback="Procedure")
+        at = f" at {level}" if level else ""
+        enc = _d(r.get("encounter"))
+        self.facts.procedures.append(
+            ProcedureFact(
+                Evidence(ref, f"{display}{at} on {_date_str(start)} ({status})"),
+                is_va=is_va,
+                concepts=concepts,
+                status=status,
+                start=start,
+                end=end,
+                level=level,
+                region=region,
+                encounter=_s(enc.get("reference")) if enc else None,
+                has_level=has_level,
+                has_approach=bool(_APPROACH.search(notes) or _APPROACH.search(code_text)),
+                has_cement_details=has_cement,
+                has_complications=has_complications,
+                display=display,
+            )
+        )
+
+    def service_request(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        status = _s(r.get("status")) or "unknown"
+        if status in ("entered-in-error", "revoked", "cancelled"):
+            return
+        code = r.get("code")
+        hits = self.lib.match_codeable(code, _ORDER_CATS)
+        if not hits:
+            return
+        concepts = frozenset(h.concept for h in hits)
+        codes = frozenset(
+            (str(_d(c).get("system") or ""), str(_d(c).get("code")))  # type: ignore[union-attr]
+            for c in _l(_get(code, "coding"))
+            if _d(c) is not None and _s(_d(c).get("code"))  # type: ignore[union-attr]
+        )
+        period = _d(r.get("occurrencePeriod")) or {}
+        planned = self.when(r.get("occurrenceDateTime") or period.get("start"), ref, "occurrence")
+        body_text = " ; ".join(t for bs in _l(r.get("bodySite")) for t in codeable_texts(bs))
+        code_text = " ; ".join(codeable_texts(code))
+        reason_text = " ; ".join(t for rc in _l(r.get("reasonCode")) for t in codeable_texts(rc))
+        notes = " ; ".join(_note_texts(r))
+        level = find_level(body_text, code_text, notes, reason_text)
+        region = _region(level, hits, body_text, code_text)
+        display = _display(code, fallback="ServiceRequest")
+        when = f"planned {_date_str(planned)}" if planned else "no date"
+        fact = OrderFact(
+            Evidence(ref, f"{display} ({'draft order' if draft else status}, {when})"),
+            resource_type="ServiceRequest",
+            is_va=VA in concepts,
+            concepts=concepts,
+            codes=codes,
+            status=status,
+            draft=draft,
+            planned=planned,
+            level=level,
+            region=region,
+            display=display,
+        )
+        (self.facts.draft_orders if draft else self.facts.orders).append(fact)
+
+    def appointment(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        status = _s(r.get("status")) or "unknown"
+        if status not in _APPT_OK:
+            return
+        ccs = [
+            *_l(r.get("serviceType")),
+            *_l(r.get("reasonCode")),
+            r.get("appointmentType"),
+            *_l(r.get("serviceCategory")),
+        ]
+        hits: list[Hit] = []
+        for cc in ccs:
+            for h in self.lib.match_codeable(cc, _PROC_CATS, text_fallback=False):
+                if h not in hits:
+                    hits.append(h)
+        texts = [t for cc in ccs for t in codeable_texts(cc)]
+        for key in ("description", "comment"):
+            t = _s(r.get(key))
+            if t:
+                texts.append(t)
+        if not hits:
+            hits = self.lib.match_text(" ; ".join(texts), _PROC_CATS)
+        if not hits:
+            return
+        concepts = frozenset(h.concept for h in hits)
+        planned = self.when(r.get("start"), ref, "start")
+        joined = " ; ".join(texts)
+        level = find_level(joined)
+        display = clean_text(texts[0]) if texts else "Appointment"
+        codes = frozenset(
+            (str(_d(c).get("system") or ""), str(_d(c).get("code")))  # type: ignore[union-attr]
+            for cc in ccs
+            for c in _l(_get(cc, "coding"))
+            if _d(c) is not None and _s(_d(c).get("code"))  # type: ignore[union-attr]
+        )
+        self.facts.orders.append(
+            OrderFact(
+                Evidence(ref, f"Appointment: {display} ({status}, {_date_str(planned)})"),
+                resource_type="Appointment",
+                is_va=VA in concepts,
+                concepts=concepts,
+                codes=codes,
+                status=status,
+                draft=False,
+                planned=planned,
+                level=level,
+                region=_region(level, hits, joined),
+                display=display,
+            )
+        )
+
+    # -- Imaging ---------------------------------------------------------------------------
+    def _modality(self, hits: Iterable[Hit], text: str) -> Modality | None:
+        for h in hits:
+            vs = self.lib.valuesets.get(h.concept)
+            if vs is not None and vs.modality in ("mri", "ct", "bone-scan", "xray", "other"):
+                return vs.modality  # type: ignore[return-value]
+        for pat, name in _MOD_TEXT:
+            if pat.search(text):
+                return name
+        return None
+
+    @staticmethod
+    def _spine_region(hits: Iterable[Hit], text: str) -> str | None:
+        for h in hits:
+            if h.region and "spine" in h.region:
+                return h.region
+        if not _SPINE_WORDS.search(text) and find_level(text) is None:
+            return None
+        low = text.lower()
+        for word in ("cervical", "thoracic", "lumbar"):
+            if f"{word} spine" in low:
+                return f"{word} spine"
+        if "sacr" in low:
+            return "sacrum"
+        return "spine"
+
+    def _presented_text(self, r: Mapping[str, Any]) -> list[str]:
+        out = []
+        for att in _l(r.get("presentedForm")):
+            a = _d(att)
+            if a is None:
+                continue
+            ctype = _s(a.get("contentType")) or ""
+            data = _s(a.get("data"))
+            if data and ctype.startswith("text/"):
+                try:
+                    out.append(
+                        base64.b64decode(data[: MAX_TEXT * 2], validate=False).decode("utf-8", "replace")[
+                            :MAX_TEXT
+                        ]
+                    )
+                except (binascii.Error, ValueError):
+                    self.problem("presentedForm: undecodable base64 text")
+        return out
+
+    def diagnostic_report(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        status = _s(r.get("status"))
+        if status not in _REPORT_OK:
+            return
+        code = r.get("code")
+        hits = self.lib.match_codeable(code, _PROC_CATS, text_fallback=False)
+        code_text = " ; ".join(codeable_texts(code))
+        if not hits:
+            hits = self.lib.match_text(code_text, _PROC_CATS)
+        if not hits and not _SPINE_WORDS.search(code_text):
+            return
+        time = self._time(r, ref)
+        findings_parts = [_s(r.get("conclusion")) or ""]
+        for cc in _l(r.get("conclusionCode")):
+            findings_parts.extend(codeable_texts(cc))
+        findings_parts.extend(self._presented_text(r))
+        text = clean_text(" . ".join(p for p in findings_parts if p))[:MAX_TEXT]
+        concepts = frozenset(h.concept for h in hits)
+        if VA in concepts:  # a guidance study for the procedure: evidence the VA was performed
+            level = find_level(code_text, text)
+            self.facts.procedures.append(
+                ProcedureFact(
+                    Evidence(ref, f"{_display(code)} on {_date_str(time)} (report {status})"),
+                    is_va=True,
+                    concepts=frozenset({VA}),
+                    status="completed",
+                    start=time,
+                    end=time,
+                    level=level,
+                    region=_region(level, hits, code_text),
+                    encounter=_s(_get(r.get("encounter"), "reference")),
+                    has_level=level is not None,
+                    display=_display(code),
+                )
+            )
+            return
+        region = self._spine_region(hits, code_text)
+        if region is None:
+            return
+        modality = self._modality(hits, code_text) or "other"
+        display = _display(code, fallback="Imaging report")
+        findings = imaging_findings(text) if text else frozenset()
+        self.facts.imaging.append(
+            ImagingFact(
+                Evidence(ref, f"{display} on {_date_str(time)}" + (f": {text[:120]}" if text else "")),
+                modality=modality,
+                region=region,
+                time=time,
+                findings=findings,
+                levels=find_levels(text) if text else frozenset(),
+                display=display,
+            )
+        )
+
+    def imaging_study(self, r: dict[str, Any], ref: str, draft: bool) -> None:
+        status = _s(r.get("status")) or "unknown"
+        if status in ("entered-in-error", "cancelled"):
+            return
+        texts: list[str] = []
+        hits: list[Hit] = []
+        for cc in _l(r.get("procedureCode")):
+            hits.extend(self.lib.match_codeable(cc, _PROC_CATS, text_fallback=False))
+            texts.extend(codeable_texts(cc))
+        modalities: list[str] = []
+        for coding in _l(r.get("modality")):
+            c = _s(_get(coding, "code"))
+            if c:
+                modalities.append(c.upper())
+        for series in _l(r.get("series")):
+            sd = _d(series)
+            if sd is None:
+                continue
+            m = _s(_get(sd.get("modality"), "code"))
+            if m:
+                modalities.append(m.upper())
+            bs = _d(sd.get("bodySite"))
+            if bs is not None and _s(bs.get("display")):
+                texts.append(str(bs["display"]))
+            if _s(sd.get("description")):
+                texts.append(str(sd["description"]))
+        if _s(r.get("description")):
+            texts.append(str(r["description"]))
+        joined = clean_text(" ; ".join(texts))
+        region = self._spine_region(hits, joined)
+        if region is None:
+            return
+        modality: Modality | None = None
+        for m in modalities:
+            if m in _DICOM_MODALITY:
+                modality = _DICOM_MODALITY[m]
+                break
+        modality = modality or self._modality(hits, joined) or "other"
+        time = self.when(r.get("started"), ref, "started")
+        notes = " . ".join(_note_texts(r))
+        findings_text = clean_text(f"{notes} . {_s(r.get('description')) or ''}")
+        display = clean_text(texts[0]) if texts else "Imaging study"
+        self.facts.imaging.append(
+            ImagingFact(
+                Evidence(ref, f"{display} ({modality}) on {_date_str(time)}"),
+                modality=modality,
+                region=region,
+                time=time,
+                findings=imaging_findings(findings_text),
+                levels=find_levels(findings_text),
+                display=display,
+            )
+        )
+
+
+def extract_facts(
+    resources: Iterable[Mapping[str, Any]],
+    draft_orders: Iterable[Mapping[str, Any]] = (),
+    library: ValueSetLibrary | None = None,
+) -> ClinicalFacts:
+    """Typed clinical facts from FHIR R4 resources (Bundles are unwrapped; duplicates by type+id dropped).
+
+    `draft_orders` are the CDS Hooks `context.draftOrders` entries: MedicationRequests become
+    `draft_medications` (never active), ServiceRequests become `draft_orders`. Never raises: anything
+    unreadable is reported in `ClinicalFacts.problems`.
+    """
+    try:
+        ex = _Extractor(library if library is not None else default_library())
+    except Exception as exc:  # the packaged value sets failed to load: report, do not crash the hook
+        facts = ClinicalFacts()
+        facts.problems.append(f"value sets could not be loaded ({exc.__class__.__name__}: {exc})"[:300])
+        return facts
+    try:
+        items = ex.collect(resources, "resources")
+        drafts = ex.collect(draft_orders, "draftOrders")
+        ex.run(items, draft=False)
+        ex.run(
+            [
+                (ref, r)
+                for ref, r in drafts
+                if r.get("resourceType") in ("MedicationRequest", "ServiceRequest")
+            ],
+            True,
+        )
+    except Exception as exc:  # defensive: never let one odd input break the hook
+        ex.problem(f"extraction stopped early ({exc.__class__.__name__}: {exc})")
+    return ex.facts
