@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from cds_service.contracts import CardSpec, HookInput, LinkSpec, md_escape
+from cds_service.contracts import CardSpec, HookInput, LinkSpec
 from hooks.common import fmt_date
 from hooks.preprocedure import prefetch as keys
 from hooks.preprocedure import rules as r
@@ -257,12 +257,15 @@ def checklist_items(inp: HookInput, fired_rule_ids: Iterable[str]) -> list[Check
     return items
 
 
+def _cell(text: str) -> str:
+    # Labels and reasons are our own text (no record content), so only a table-breaking pipe needs care.
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def checklist_card(inp: HookInput, fired_rule_ids: Iterable[str]) -> CardSpec:
     items = checklist_items(inp, fired_rule_ids)
     counts = {s: sum(1 for i in items if i.status == s) for s in STATUS_LABEL}
-    rows = "\n".join(
-        f"| {md_escape(i.label)} | {STATUS_LABEL[i.status]} | {md_escape(i.evidence)} |" for i in items
-    )
+    rows = "\n".join(f"| {_cell(i.label)} | {STATUS_LABEL[i.status]} | {_cell(i.evidence)} |" for i in items)
     return CardSpec(
         rule_id=r.CHECKLIST,
         indicator="info",

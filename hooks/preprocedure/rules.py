@@ -875,6 +875,7 @@ def antithrombotic_order_while_planned(c: RuleContext) -> CardSpec | None:
     if not hits:
         return None
     med, hold, _ = hits[0]
+    renal_split = any(h.normal_days is not None or "CrCl" in h.reason for _, h, _ in hits)
     first = min((v.start for v in vas if v.start is not None), default=None)
     when = f"on {fmt_date(first)}" if first else "(date not set)"
     hold_s = fmt_days(hold.days) if hold.days is not None else "unknown"
@@ -888,14 +889,14 @@ def antithrombotic_order_while_planned(c: RuleContext) -> CardSpec | None:
         rule_id=ORDER_WHILE_PLANNED,
         indicator="warning",
         summary=clip(
-            f"{med.ingredient.capitalize()} ordered with a VA planned {when}, inside its {hold_s} hold"
+            f"{med.ingredient.capitalize()} ordered while a VA is planned {when}: within its hold of {hold_s}"
         ),
         detail=detail(
             "A vertebral augmentation is planned inside the pre-procedure hold period of the antithrombotic "
             "being ordered. Coordinate with the proceduralist: postpone the start, reschedule the procedure, "
             "or document why both are intended.",
             "\n".join(lines),
-            f"Renal function used: {md_escape(c.renal.basis)}.",
+            f"Renal function used: {md_escape(c.renal.basis)}." if renal_split else "",
             _section("Policy values used", f"- `antithrombotic_holds` — {md_escape(c.policy.holds_source)}"),
         ),
         citation=CITE_COAG,
