@@ -79,13 +79,14 @@ NEURO_CONCEPTS = (
     "cord-compression",
     "cauda-equina",
 )
-PCE_CONCEPTS = ("pulmonary-embolism", "dyspnea", "pleuritic-pain", "chest-pain")
+PCE_CONCEPTS = ("pulmonary-embolism", "dyspnea", "pleuritic-pain", "chest-pain", "hypoxemia")
 INFECTION_CONCEPTS = (
     "discitis",
     "vertebral-osteomyelitis",
     "epidural-abscess",
     "wound-infection",
     "sepsis-bacteremia",
+    "spondylitis",
 )
 HEMORRHAGE_CONCEPTS = ("hemothorax", "hemorrhage")
 PLEURAL_CONCEPTS = ("pneumothorax", "hemothorax")
@@ -437,7 +438,7 @@ def _rule_pce(c: _Ctx) -> CardSpec | None:
     if not findings:
         return None
     symptomatic = hypoxic or any(
-        cond.concepts & {"dyspnea", "pleuritic-pain", "chest-pain"} for cond, _ in symptoms
+        cond.concepts & {"dyspnea", "pleuritic-pain", "chest-pain", "hypoxemia"} for cond, _ in symptoms
     )
     steps = (
         "Give oxygen; record vital signs, continuous SpO₂ and a 12-lead ECG.",
@@ -713,19 +714,21 @@ def _rule_pleural(c: _Ctx) -> CardSpec | None:
             findings.append(_cond_finding(cond, proc))
             hemothorax = hemothorax or "hemothorax" in cond.concepts
     # Pleuritic pain or dyspnea counts only together with desaturation after the same VA.
-    low = [
-        (m, proc) for m, proc in c.measurements("spo2", PLEURAL) if m.value is not None and m.value < spo2_min
+    # Desaturation = SpO₂ below the policy minimum or a recorded hypoxemia, after the same VA.
+    desats = [
+        Finding(f"SpO₂ {_num(m.value or 0)} % on {fmt_date(m.time)}", m.evidence, proc)
+        for m, proc in c.measurements("spo2", PLEURAL)
+        if m.value is not None and m.value < spo2_min
     ]
+    desats += [_cond_finding(cond, proc) for cond, proc in c.conditions(("hypoxemia",), PLEURAL)]
     for cond, proc in c.conditions(PLEURAL_SYMPTOMS, PLEURAL):
-        if not pleural_level_applies(proc):
+        same = [d for d in desats if d.anchor is proc]
+        if not same or not pleural_level_applies(proc):
             continue
-        desats = [m for m, mp in low if mp is proc]
-        if desats:
-            findings.append(_cond_finding(cond, proc))
-            for m in desats:
-                line = f"SpO₂ {_num(m.value or 0)} % on {fmt_date(m.time)}"
-                if all(f.evidence != m.evidence for f in findings):
-                    findings.append(Finding(line, m.evidence, proc))
+        findings.append(_cond_finding(cond, proc))
+        for d in same:
+            if all(f.evidence != d.evidence for f in findings):
+                findings.append(d)
     if not findings:
         return None
     anchor = findings[0].anchor
