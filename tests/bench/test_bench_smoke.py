@@ -1,0 +1,33 @@
+"""Smoke test of the benchmark harness: it runs and prints its ratios. No timing thresholds here —
+speed is shown by `python -m benchmarks`, never asserted by a test on a shared machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_floor_case_runs_and_prints_ratios(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "floor", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "floor: ours / parse floor = " in out
+    assert "floor: naive / ours = " in out
+    assert "(target ≤ 3" in out and "(target ≥ 10" in out
+    doc = json.loads((tmp_path / "last-partial.json").read_text(encoding="utf-8"))
+    floor = doc["cases"]["floor"]
+    assert floor["status"] == "ok"
+    assert {t["name"] for t in floor["targets"]} == {"floor: ours / parse floor", "floor: naive / ours"}
+    assert doc["machine"]["cores"] and doc["machine"]["python"]
+    assert (tmp_path / "last-partial.md").read_text(encoding="utf-8").startswith("# va-cds benchmark")
