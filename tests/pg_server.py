@@ -17,7 +17,8 @@ CI installs); `/usr/local/pgsql/bin`.
 PostgreSQL refuses to run as root. When the tests run as root the server runs as
 `$VA_CDS_PG_USER` (default `nobody`; created with useradd if missing) through `runuser`, in a
 directory that user owns. It listens on 127.0.0.1 on a free port, uses trust authentication for
-the `postgres` superuser, and keeps fsync and synchronous_commit on: durability tests rely on them.
+the `postgres` superuser, and keeps fsync (unless asked not to) and synchronous_commit on: the
+crash tests rely on them.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def find_bin_dir() -> Path | None:
     def usable(d: Path) -> bool:
         return all(os.access(d / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres"))
 
-    candidates: list[Path] = []
     if env := os.environ.get("VA_CDS_PG_BINDIR"):
-        candidates.append(Path(env))
+        # An explicit choice is not second-guessed: if it is wrong, say so rather than fall back.
+        return Path(env) if usable(Path(env)) else None
+    candidates: list[Path] = []
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
@@ -131,6 +133,8 @@ class PostgresServer:
     base_dir: Path
     user: str | None
     port: int = field(default_factory=_free_port)
+    #: False trades crash safety for speed (CREATE DATABASE, shutdown); keep True for crash tests.
+    fsync: bool = True
     _running: bool = False
 
     @property
@@ -148,7 +152,9 @@ class PostgresServer:
     def url_for(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
-    def _run(self, args: Sequence[str], timeout: float = _START_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, args: Sequence[str], timeout: float = _START_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
         if self.user is not None:
             if runuser := shutil.which("runuser"):
@@ -186,7 +192,7 @@ class PostgresServer:
         for _attempt in range(3):
             options = (
                 f"-p {self.port} -k {self.base_dir} -c listen_addresses=127.0.0.1 "
-                "-c fsync=on -c synchronous_commit=on -c max_connections=50"
+                f"-c fsync={'on' if self.fsync else 'off'} -c synchronous_commit=on -c max_connections=50"
             )
             done = self._run(
                 [
@@ -260,13 +266,14 @@ class PostgresServer:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def create_database(self, name: str) -> str:
-        """CREATE DATABASE `name` (an identifier we generate) and return its URL."""
+        """CREATE DATABASE `name` and return its URL."""
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
         ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # our own identifier
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url_for(name)
 
 
@@ -294,15 +301,19 @@ def _base_dir(tmp_dir: Path, user: str | None) -> Path:
     return base
 
 
-def launch_postgres(tmp_dir: Path | str) -> PostgresServer:
-    """initdb + start a server; raises PostgresUnavailable (and cleans up) when that is impossible."""
+def launch_postgres(tmp_dir: Path | str, *, fsync: bool = True) -> PostgresServer:
+    """initdb + start a server; raises PostgresUnavailable (and cleans up) when that is impossible.
+
+    `fsync=False` is only for servers that are never crashed (faster CREATE DATABASE and stop).
+    """
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise PostgresUnavailable(
-            "no PostgreSQL server binaries found (install Debian's postgresql or set VA_CDS_PG_BINDIR)"
+            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: install Debian's postgresql"
+            f" or set VA_CDS_PG_BINDIR (now {os.environ.get('VA_CDS_PG_BINDIR')!r})"
         )
     user = _server_user()
-    server = PostgresServer(bin_dir=bin_dir, base_dir=_base_dir(Path(tmp_dir), user), user=user)
+    server = PostgresServer(bin_dir=bin_dir, base_dir=_base_dir(Path(tmp_dir), user), user=user, fsync=fsync)
     try:
         server.initdb()
         server.start()
