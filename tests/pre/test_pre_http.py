@@ -1,0 +1,167 @@
+"""va-preprocedure end to end through HTTP (one test per hook, plus the issue's 'Done when' cases)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.settings import Settings
+from tests.pre.synthea import HALLIE, record, va_draft
+
+SANDBOX = Path("/work/shared/fixtures/sandbox-requests")
+PID, RESOURCES, LAST = record(HALLIE)
+URL = "/cds-services/va-preprocedure"
+
+_KEY_TYPES = {
+    "patient": "Patient",
+    "medicationRequests": "MedicationRequest",
+    "medicationStatements": "MedicationStatement",
+    "coagLabs": "Observation",
+    "conditions": "Condition",
+    "allergies": "AllergyIntolerance",
+    "imaging": "DiagnosticReport",
+    "serviceRequests": "ServiceRequest",
+    "appointments": "Appointment",
+}
+
+
+def _bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+def prefetch(extra: list[dict[str, Any]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    """Every prefetch key filled from Hallie's record (all Observations under one key: the extractor
+    sorts them by code; duplicates are harmless)."""
+    pool = [*RESOURCES, *extra]
+    out: dict[str, Any] = {}
+    for key in ("infectionLabs", "metabolicLabs", "renalLabs", "temperature", "weight"):
+        out[key] = _bundle([])
+    for key, rtype in _KEY_TYPES.items():
+        found = [r for r in pool if r["resourceType"] == rtype]
+        if rtype == "MedicationRequest":
+            found = [r for r in found if r.get("status") in ("active", "on-hold")]
+        out[key] = found[0] if key == "patient" else _bundle(found)
+    return out
+
+
+def body(hook: str, draft: list[dict[str, Any]] | None, pf: dict[str, Any]) -> dict[str, Any]:
+    context: dict[str, Any] = {"userId": "Practitioner/doc-1", "patientId": PID}
+    if draft is not None:
+        context["draftOrders"] = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": r} for r in draft],
+        }
+        if hook == "order-select":
+            context["selections"] = [f"{r['resourceType']}/{r['id']}" for r in draft]
+    return {
+        "hook": hook,
+        "hookInstance": "3f1c2a4e-9b7d-4c1e-8a5f-0d2e6b7c9a10",
+        "context": context,
+        "prefetch": pf,
+    }
+
+
+def rules(resp: Any) -> list[str]:
+    return [c["extension"]["org.va-cds.rule"] for c in resp.json()["cards"]]
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(auth_mode="off", database_url=f"sqlite:///{tmp_path}/va-cds.db")  # type: ignore[call-arg]
+    with TestClient(create_app(settings, clock=lambda: LAST)) as c:
+        yield c
+
+
+def test_discovery_lists_va_preprocedure_on_three_hooks(client: TestClient) -> None:
+    services = [s for s in client.get("/cds-services").json()["services"] if s["id"] == "va-preprocedure"]
+    assert sorted(s["hook"] for s in services) == ["order-select", "order-sign", "patient-view"]
+    assert all(s["prefetch"]["patient"] == "Patient/{{context.patientId}}" for s in services)
+
+
+def test_order_sign_hallie_with_va_draft(client: TestClient) -> None:
+    r = client.post(URL, json=body("order-sign", [va_draft(PID)], prefetch()))
+    assert r.status_code == 200
+    ids = rules(r)
+    assert "pre.coag.antithrombotic-active" in ids and "pre.coag.labs-missing" in ids
+    card = next(c for c in r.json()["cards"] if c["extension"]["org.va-cds.rule"] == "pre.coag.labs-missing")
+    assert card["source"]["url"].endswith("/docs/rules/pre.coag.labs-missing")
+    assert {
+        a["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"] for a in s["actions"]
+    } == {
+        "6301-6",
+        "58410-2",
+    }
+    assert all(len(c["summary"]) < 140 for c in r.json()["cards"])
+
+
+def test_order_select_sandbox_rx_view_empty_medication_returns_no_cards(client: TestClient) -> None:
+    sandbox = json.loads((SANDBOX / "order-select-rx-view-empty.json").read_text())["request"]["body"]
+    sandbox.pop("fhirServer", None)  # nothing may be fetched: quick scope answers before any data
+    r = client.post(URL, json=sandbox)
+    assert r.status_code == 200 and r.json() == {"cards": []}
+
+
+def test_order_select_clopidogrel_while_va_booked_in_three_days(client: TestClient) -> None:
+    appointment = {
+        "resourceType": "Appointment",
+        "id": "appt-va",
+        "status": "booked",
+        "start": (LAST + timedelta(days=3)).isoformat(),
+        "end": (LAST + timedelta(days=3, hours=2)).isoformat(),
+        "serviceType": [{"text": "Kyphoplasty T12"}],
+        "participant": [{"actor": {"reference": f"Patient/{PID}"}, "status": "accepted"}],
+    }
+    clopidogrel = {
+        "resourceType": "MedicationRequest",
+        "id": "rx-clop",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{PID}"},
+        "medicationCodeableConcept": {
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "309362",
+                    "display": "clopidogrel 75 MG Oral Tablet",
+                }
+            ]
+        },
+    }
+    r = client.post(URL, json=body("order-select", [clopidogrel], prefetch([appointment])))
+    assert r.status_code == 200
+    assert rules(r) == ["pre.antithrombotic-order-while-va-planned"]
+    assert "5 days" in r.json()["cards"][0]["summary"]
+
+
+def test_patient_view_with_planned_va_shows_readiness_review(client: TestClient) -> None:
+    planned = {
+        **va_draft(PID),
+        "id": "va-active",
+        "status": "active",
+        "occurrenceDateTime": (LAST + timedelta(days=14)).isoformat(),
+    }
+    r = client.post(URL, json=body("patient-view", None, prefetch([planned])))
+    assert r.status_code == 200
+    ids = rules(r)
+    assert "pre.checklist" in ids and "pre.coag.antithrombotic-active" in ids
+
+
+def test_patient_view_without_planned_va_returns_no_cards(client: TestClient) -> None:
+    r = client.post(URL, json=body("patient-view", None, prefetch()))
+    assert r.status_code == 200 and r.json() == {"cards": []}
+
+
+def test_failed_source_is_reported_not_treated_as_missing(client: TestClient) -> None:
+    pf = prefetch()
+    pf["coagLabs"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+    r = client.post(URL, json=body("order-sign", [va_draft(PID)], pf))
+    ids = rules(r)
+    assert "pre.coag.labs-missing" not in ids and "sys.data-unavailable" in ids
