@@ -109,6 +109,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
+_URL_LOGGERS = ("httpx", "httpcore")
+
+
 class _VaCdsHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marker type so `configure_logging` can replace its own handler when called again."""
 
@@ -134,6 +137,10 @@ def configure_logging(level: str) -> None:
         lg.handlers = [handler]
         lg.propagate = False
         lg.setLevel(level.upper())
+    # httpx logs every request URL at INFO and httpcore at DEBUG; FHIR URLs carry patient ids
+    # (`Patient/123`, `?patient=123`), which no filter can recognise. Our own code logs fetch outcomes.
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def patient_hash(key: bytes, patient_id: str) -> str:

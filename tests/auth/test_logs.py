@@ -187,6 +187,7 @@ def test_configure_logging_installs_json_with_redaction(capsys: pytest.CaptureFi
         n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate)
         for n in ("uvicorn", "uvicorn.error", "uvicorn.access")
     }
+    url_levels = {n: logging.getLogger(n).level for n in ("httpx", "httpcore")}
     try:
         configure_logging("info")
         configure_logging("INFO")  # idempotent: still one line per record
@@ -198,7 +199,12 @@ def test_configure_logging_installs_json_with_redaction(capsys: pytest.CaptureFi
         lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         assert [line["logger"] for line in lines] == ["cds_service.test", "uvicorn.access"]
         assert JWT not in err and ACCESS_TOKEN not in err
+        # httpx would log FHIR URLs (patient ids) at INFO: silenced below WARNING.
+        logging.getLogger("httpx").info("HTTP Request: GET https://fhir.example/Patient/123")
+        assert "Patient/123" not in capsys.readouterr().err
     finally:
+        for name, lvl in url_levels.items():
+            logging.getLogger(name).setLevel(lvl)
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         for name, (handlers, propagate) in uv.items():
