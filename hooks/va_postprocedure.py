@@ -443,7 +443,7 @@ def _rule_pce(c: _Ctx) -> CardSpec | None:
     steps = (
         "Give oxygen; record vital signs, continuous SpO₂ and a 12-lead ECG.",
         "Get a chest X-ray.",
-        "If the patient is symptomatic or hypoxic, get a CT pulmonary angiogram.",
+        "Proceed to CT pulmonary angiography when there are symptoms or low oxygen saturation.",
         "Grade the burden: small and asymptomatic → observe; symptomatic or segmental/central → consider "
         "anticoagulation if bleeding risk allows; massive or intracardiac cement, or valve entrapment → "
         "urgent interventional radiology / cardiothoracic review for retrieval.",
@@ -494,7 +494,7 @@ def _rule_neuro(c: _Ctx) -> CardSpec | None:
     findings = [_cond_finding(cond, proc) for cond, proc in found]
     anchor = findings[0].anchor
     steps = (
-        "Treat as cement leaking into the canal or foramen until proven otherwise; examine and record "
+        "Presume cement has leaked into the canal or a foramen and work to exclude it; examine and record "
         "motor, sensory, saddle and sphincter function.",
         "Consider a short course of high-dose corticosteroids as a bridge if not contraindicated.",
         "Get urgent MRI or CT of the spine to locate the cement and any compression.",
@@ -557,14 +557,14 @@ def _rule_infection(c: _Ctx) -> CardSpec | None:
     critical = any(f.severe for f in findings)
     anchor = findings[0].anchor
     steps = (
-        "Labs: CBC, CRP and ESR; blood cultures if the patient is febrile.",
-        "MRI of the spine with contrast: look for discitis, osteomyelitis, epidural or paravertebral "
-        "abscess.",
+        "Blood tests: CBC, CRP, ESR — and blood cultures when there is fever.",
+        "Contrast-enhanced spine MRI to detect disc or bone infection and epidural or paravertebral "
+        "collections.",
         "When the patient is stable, obtain image-guided aspiration or biopsy for culture before "
         "antibiotics; if unstable, start broad intravenous antibiotics and narrow them later.",
         "Ask spine surgery to see the patient for a neurological deficit, instability or deformity, an "
         "abscess that cannot be drained percutaneously, or failure of intravenous therapy.",
-        "Plan about 6–12 weeks of antibiotics in total, guided by the organism and the response.",
+        "Expect a total antibiotic course of roughly 6–12 weeks, adjusted to the organism and the response.",
     )
     concepts = ["cbc", "crp", "esr"]
     if febrile:
@@ -648,7 +648,7 @@ def _rule_hemorrhage(c: _Ctx) -> CardSpec | None:
         return None
     anchor = findings[0].anchor
     steps = (
-        "Treat as active bleeding until proven otherwise: two large-bore IV lines, cross-match, "
+        "Assume active bleeding and act before it is confirmed: two large-bore IV lines, cross-match, "
         "resuscitate and transfuse as needed.",
         "Reverse anticoagulation where indicated (vitamin K, PCC/FFP, platelets).",
         "Bedside ultrasound for hemothorax or retroperitoneal fluid.",
@@ -894,10 +894,10 @@ def _rule_hypersensitivity(c: _Ctx) -> CardSpec | None:
     findings = [_cond_finding(cond, proc) for cond, proc in found]
     anchor = findings[0].anchor
     steps = (
-        "Stop any further injection, call for help, secure the airway and IV access.",
+        "Halt cement injection at once; summon help and make sure airway and venous access are secure.",
         "Treat as anaphylaxis per protocol: IM epinephrine, antihistamine, corticosteroid, fluids.",
-        "Send serum tryptase within 1–2 hours of the reaction; record the cement brand, additives and any "
-        "antibiotic in it.",
+        "Draw serum tryptase 1–2 hours after onset; write down which cement product, additives and "
+        "antibiotic were used.",
         "After the event, refer for patch testing / lymphocyte transformation test and plan how to avoid "
         "re-exposure.",
     )
