@@ -566,11 +566,16 @@ def make_app(tmp_path: Path) -> Any:
     return make
 
 
-@pytest.fixture
-def client(make_app: Any) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One app for the read-mostly tests (building one takes ~2 s: policy, value sets, migrations)."""
     from fastapi.testclient import TestClient
 
-    with TestClient(make_app()) as c:
+    from cds_service.app import create_app
+    from cds_service.settings import Settings
+
+    db = tmp_path_factory.mktemp("openapi") / "t.db"
+    with TestClient(create_app(Settings(auth_mode="off", database_url=f"sqlite:///{db}"))) as c:
         yield c
 
 
@@ -642,6 +647,66 @@ def test_discovery_and_a_real_hook_call_match_the_document(client: Any) -> None:
     assert any("suggestions" in c for c in body["cards"])
     assert any("overrideReasons" in c for c in body["cards"])
     assert all(c["extension"]["org.va-cds.rule"] for c in body["cards"])
+
+
+CONTEXTS: dict[str, dict[str, Any]] = {
+    "patient-view": {"userId": "Practitioner/pr1", "patientId": "p1"},
+    "order-sign": order_sign_request(None)["context"],
+    "order-select": {**order_sign_request(None)["context"], "selections": ["ServiceRequest/va-1"]},
+    "encounter-start": {"userId": "Practitioner/pr1", "patientId": "p1", "encounterId": "e1"},
+    "encounter-discharge": {"userId": "Practitioner/pr1", "patientId": "p1", "encounterId": "e1"},
+}
+
+
+def test_every_discovered_service_and_hook_answers_per_the_document(client: Any) -> None:
+    discovery = _discovery(client)
+    for entry in discovery["services"]:
+        keys = list(entry.get("prefetch", {}))
+        request = {
+            "hook": entry["hook"],
+            "hookInstance": "6f1b7f0e-8d9a-4c1e-9a43-0b6d1c2e3f40",
+            "context": copy.deepcopy(CONTEXTS[entry["hook"]]),
+            "prefetch": {k: copy.deepcopy(PATIENT if k == "patient" else EMPTY_SEARCHSET) for k in keys},
+        }
+        assert errors(component("HookRequest"), request) == [], "our own test request breaks the document"
+        response = client.post(f"/cds-services/{entry['id']}", json=request)
+        assert response.status_code == 200, f"{entry['id']} / {entry['hook']}: {response.text[:300]}"
+        assert_documented(response, "/cds-services/{service_id}", "post")
+
+
+def test_data_unavailable_card_matches_the_document(client: Any) -> None:
+    keys = _prefetch_keys(_discovery(client), "va-preprocedure", "order-sign")
+    request = order_sign_request(keys)
+    failed = next(k for k in keys if k != "patient")
+    request["prefetch"][failed] = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "forbidden"}],
+    }
+    response = client.post("/cds-services/va-preprocedure", json=request)
+    body = assert_documented(response, "/cds-services/{service_id}", "post")
+    rules = [c["extension"]["org.va-cds.rule"] for c in body["cards"]]
+    assert "sys.data-unavailable" in rules
+
+
+def test_cors_preflight_is_answered_without_a_token_as_the_document_says(make_app: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    assert "preflight" in DOC["info"]["description"]
+    origin = "http://127.0.0.1:8080"
+    with TestClient(make_app(auth_mode="required", trust_preset="sandbox", cors_origins=[origin])) as c:
+        response = c.options(
+            "/cds-services/va-preprocedure/feedback",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == origin
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed
+    assert "content-type" in allowed
 
 
 def test_feedback_response_matches_the_document(client: Any) -> None:
