@@ -122,8 +122,11 @@ _EDEMA = re.compile(
     r"|\bhyperintens\w*\s+(?:on\s+)?stir\b",
     re.IGNORECASE,
 )
-_ACUTE = re.compile(r"\b(?:acute|subacute|recent|fresh)\b", re.IGNORECASE)
-_CHRONIC = re.compile(r"\b(?:chronic|healed|old|remote|sclerotic|longstanding)\b", re.IGNORECASE)
+_ACUTE = re.compile(r"\b(?:acute|subacute|fresh)\b", re.IGNORECASE)
+_CHRONIC = re.compile(
+    r"\b(?:chronic|healed|remote|sclerotic|longstanding)\b|(?<!year )(?<!year-)(?<!years )(?<!yr )\bold\b(?!-)",
+    re.IGNORECASE,
+)
 _NEG_CULTURE = re.compile(
     r"\bno\s+growth\b|\bnegative\b|\bnot\s+detected\b|\bno\s+(?:organisms?|bacteria)\b|\bsterile\b|\bno\s+isolate",
     re.IGNORECASE,

@@ -127,6 +127,7 @@ _NEGATION_AFTER = re.compile(
     r"|negative)\b",
     re.IGNORECASE,
 )
+_NEGATION_WINDOW_WORDS = 6
 _CLAUSE_BREAK = re.compile(r"[.;:\n!?]|\bbut\b|\bhowever\b", re.IGNORECASE)
 _SPINE_CONTEXT = re.compile(
     r"\b(?:spine|spinal|vertebra|vertebrae|vertebral|lumbar|thoracic|sacral|sacrum|cervical|vcf|compression\s+fracture"
@@ -147,7 +148,10 @@ def is_negated(text: str, start: int, end: int) -> bool:
     clause_start = 0
     for m in _CLAUSE_BREAK.finditer(text, 0, start):
         clause_start = m.end()
-    if _NEGATION_BEFORE.search(text, clause_start, start):
+    # NegEx-style window: the cue must sit within the last few words before the match, in the same clause
+    # ("denies chest pain, dyspnea" negates both; "no prior surgery, has COPD" does not negate COPD).
+    window = text[clause_start:start].split()[-_NEGATION_WINDOW_WORDS:]
+    if window and _NEGATION_BEFORE.search(" ".join(window)):
         return True
     return bool(_NEGATION_AFTER.match(text[end : end + 60]))
 

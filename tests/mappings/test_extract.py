@@ -782,3 +782,21 @@ def test_bad_date_in_resource_is_a_problem_not_a_crash() -> None:
     (m,) = f.measurements
     assert m.time is None
     assert any("Observation/d" in p and "unreadable" in p for p in f.problems)
+
+
+def test_age_and_recent_are_not_acuity_words() -> None:
+    assert imaging_findings("78 year old woman. Compared with recent CT.") == frozenset()
+    assert imaging_findings("78-year-old woman with an old L1 fracture") == frozenset({"chronic"})
+
+
+def test_negation_window_is_local() -> None:
+    f = extract_facts(
+        [
+            cond(
+                "a",
+                {"text": "No prior surgery in the last ten years, has chronic obstructive pulmonary disease"},
+            ),
+            cond("b", {"text": "Patient denies chest pain, dyspnea"}),
+        ]
+    )
+    assert [sorted(c.concepts) for c in f.conditions] == [["copd"]]
