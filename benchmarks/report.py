@@ -141,7 +141,9 @@ def write_results(
         "cases": {c.name: c.as_dict() for c in cases},
     }
     json_path = directory / f"{stem}.json"
-    json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    json_path.write_bytes(
+        orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS) + b"\n"
+    )
     md_path = directory / f"{stem}.md"
     md_path.write_text(_markdown(doc, cases), encoding="utf-8")
     return json_path, md_path
