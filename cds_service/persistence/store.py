@@ -278,6 +278,12 @@ class Store:
     def record_audit(self, record: AuditRecord) -> None:
         """Store one hook call's audit record with its cards. Raises StoreUnavailable."""
         with self._transaction("writing audit record") as conn:
+            if record.cards:
+                # Card uuids are fresh per call, so finding one means this record was already
+                # stored (a retry after an ambiguous failure): don't add an empty duplicate.
+                first = _canonical_card_id(str(record.cards[0]["uuid"]))
+                if conn.execute(sa.select(audit_card.c.uuid).where(audit_card.c.uuid == first)).first():
+                    return
             audit_id = conn.execute(
                 sa.insert(audit)
                 .values(
@@ -291,21 +297,24 @@ class Store:
                 )
                 .returning(audit.c.id)
             ).scalar_one()
-            for position, card in enumerate(record.cards):
-                # A retried record_audit must not fail on its own cards: card uuids are unique.
-                stmt = (
-                    self._insert(audit_card)
-                    .values(
-                        uuid=_canonical_card_id(str(card["uuid"])),
-                        audit_id=audit_id,
-                        position=position,
-                        rule_id=str(card["rule"]),
-                        indicator=str(card["indicator"]),
-                        suggestions=[str(s) for s in card.get("suggestions") or []],
-                    )
-                    .on_conflict_do_nothing(index_elements=["uuid"])
-                )
-                conn.execute(stmt)
+            if not record.cards:
+                return
+            # One multi-row INSERT (one round trip); a retried record_audit must not fail on its
+            # own cards, hence DO NOTHING on the card uuid.
+            rows = [
+                {
+                    "uuid": _canonical_card_id(str(card["uuid"])),
+                    "audit_id": audit_id,
+                    "position": position,
+                    "rule_id": str(card["rule"]),
+                    "indicator": str(card["indicator"]),
+                    "suggestions": [str(s) for s in card.get("suggestions") or []],
+                }
+                for position, card in enumerate(record.cards)
+            ]
+            conn.execute(
+                self._insert(audit_card).values(rows).on_conflict_do_nothing(index_elements=["uuid"])
+            )
 
     def find_audit(self, hook_instance: str) -> AuditRecord | None:
         """The newest audit record for a hookInstance, or None. Raises StoreUnavailable."""

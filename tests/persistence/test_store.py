@@ -142,8 +142,10 @@ def test_audit_record_round_trip(store: Store) -> None:
     record.fhir_outcomes.update({"meds": "failed:timeout", "user": "null"})
     store.record_audit(record)
 
+    store.record_audit(record)  # a retry of the same record neither fails nor duplicates it
     found = store.find_audit(record.hook_instance)
     assert found == record
+    assert [s.shown for s in store.override_report(None)] == [1, 1]
     assert found is not None and found.received_at.tzinfo is not None
     assert store.find_audit(card_id()) is None
 
