@@ -124,7 +124,8 @@ _EDEMA = re.compile(
 )
 _ACUTE = re.compile(r"\b(?:acute|subacute|fresh)\b", re.IGNORECASE)
 _CHRONIC = re.compile(
-    r"\b(?:chronic|healed|remote|sclerotic|longstanding)\b|(?<!year )(?<!year-)(?<!years )(?<!yr )\bold\b(?!-)",
+    r"\b(?:chronic|healed|remote|sclerotic|longstanding)\b"
+    r"|(?<!year )(?<!year-)(?<!years )(?<!yr )\bold\b(?!-)",
     re.IGNORECASE,
 )
 _NEG_CULTURE = re.compile(
