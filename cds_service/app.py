@@ -44,10 +44,10 @@ from cds_service.models import (
     ServiceDescriptor,
 )
 from cds_service.ops import ops_router
-from cds_service.persistence import AuditRecord, Store, StoreUnavailable
+from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
 from cds_service.settings import Settings
-from fhir_mappings.library import ValueSetLibrary, load_library
+from fhir_mappings.library import ValueSetLibrary, default_library
 from hooks import build_services
 from hooks.policy import Policy, load_policy
 
@@ -82,6 +82,7 @@ class State:
         store: Store,
         clock: Callable[[], datetime],
         http: httpx.AsyncClient | None,
+        jwt_clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -95,7 +96,12 @@ class State:
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
         self.verifier: JwtVerifier | None = None
         if settings.auth_mode == "required":
-            self.verifier = JwtVerifier(load_trust(settings), self.http)
+            trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
+            if trust.is_empty:
+                log.warning("authentication is required but no issuer is trusted: every call will get 401")
+            self.verifier = (
+                JwtVerifier(trust, self.http, clock=jwt_clock) if jwt_clock else JwtVerifier(trust, self.http)
+            )
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -131,12 +137,16 @@ def create_app(
     services: list[ServiceDefinition] | None = None,
     clock: Callable[[], datetime] = _utcnow,
     http_client: httpx.AsyncClient | None = None,
+    jwt_clock: Callable[[], float] | None = None,
 ) -> FastAPI:
-    """Build the app. `services` replaces the clinical services (tests of the core register their own)."""
+    """Build the app. `services` replaces the clinical services (tests of the core register their own).
+
+    `clock` is the request time the rules see; `jwt_clock` the verifier's (tests replay recorded tokens).
+    """
     settings = settings or Settings()
     configure_logging(settings.log_level)
     policy = load_policy(settings.policy_file)  # a malformed policy stops start-up here, naming the key
-    library = load_library(settings.valueset_dir)
+    library = default_library(settings.valueset_dir)
     services = build_services(policy) if services is None else services
     for svc in services:
         for template in svc.prefetch.values():
@@ -146,7 +156,7 @@ def create_app(
         store.upgrade()  # migrations on start-up; `va-cds db upgrade` does the same by hand
     except StoreUnavailable:
         log.error("database unavailable at start-up: feedback will answer 503 until it returns")
-    state = State(settings, policy, library, services, store, clock, http_client)
+    state = State(settings, policy, library, services, store, clock, http_client, jwt_clock)
     if settings.auth_mode == "off":
         log.warning("authentication is OFF (VA_CDS_AUTH_MODE=off): any caller can use this service")
 
@@ -196,6 +206,10 @@ def create_app(
             await state.verifier.verify(request.headers.get("authorization"), audiences)
         except AuthError as exc:
             state.metrics.jwt_rejections_total.labels(reason=exc.reason).inc()
+            # reason/detail never contain token bytes; they tell the operator why a caller was refused
+            log.info(
+                "JWT rejected", extra={"reason": exc.reason, "detail": exc.detail, "path": request.url.path}
+            )
             raise ClientError(
                 401, "authentication failed", {"WWW-Authenticate": www_authenticate(exc.reason)}
             ) from None
@@ -301,6 +315,8 @@ def create_app(
             new = await anyio.to_thread.run_sync(
                 state.store.save_feedback, svc.id, fb.feedback, state.clock()
             )
+        except InvalidFeedback as exc:
+            raise ClientError(400, f"invalid feedback: {exc}") from None
         except StoreUnavailable:
             # Acknowledge only what is committed: 503 makes the EHR retry instead of losing the feedback.
             raise ClientError(503, "feedback store unavailable; retry later", {"Retry-After": "5"}) from None
@@ -333,7 +349,11 @@ def _include_docs(app: FastAPI, state: State) -> None:
 
 
 def _readiness(state: State) -> dict[str, bool]:
-    return {"policy": bool(state.policy.thresholds), "valuesets": len(state.library.ids()) > 0, "services": True}
+    return {
+        "policy": bool(state.policy.thresholds),
+        "valuesets": len(state.library.ids()) > 0,
+        "services": True,
+    }
 
 
 def _observe(

@@ -23,7 +23,7 @@ from cds_service.invocation import evaluate, invoke
 from cds_service.models import Card, HookRequest
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable
 from cds_service.settings import Settings
-from fhir_mappings.library import load_library
+from fhir_mappings.library import default_library
 from hooks import build_services
 from hooks.policy import load_policy
 
@@ -35,7 +35,9 @@ DRAFTS = {
 
 
 def _bundle_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return []
     return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
 
 
@@ -101,7 +103,7 @@ def main(argv: list[str]) -> int:
 
     settings = Settings()
     policy = load_policy(settings.policy_file)
-    library = load_library(settings.valueset_dir)
+    library = default_library(settings.valueset_dir)
     services = build_services(policy)
     try:
         doc = orjson.loads(args.file.read_bytes())

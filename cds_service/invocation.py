@@ -30,6 +30,8 @@ class InvocationResult:
     cards: list[Card]
     outcomes: dict[str, KeyOutcome] = field(default_factory=dict)
     skipped: bool = False  # the service did not apply (answered before any data was read)
+    hook_input: HookInput | None = None  # what the rules saw (for the checklist page); None when skipped
+    specs: list[CardSpec] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -69,7 +71,20 @@ def evaluate(
     library: ValueSetLibrary | None,
 ) -> list[CardSpec]:
     """Facts from the resources, then the service's rules (guarded: a rule crash is never silence)."""
+    return evaluate_with_input(service, req, resources, unavailable, now, library)[0]
+
+
+def evaluate_with_input(
+    service: ServiceDefinition,
+    req: HookRequest,
+    resources: Iterable[Mapping[str, Any]],
+    unavailable: frozenset[str],
+    now: datetime,
+    library: ValueSetLibrary | None,
+) -> tuple[list[CardSpec], HookInput | None]:
+    """As `evaluate`, also returning the HookInput the rules saw (None if facts could not be built)."""
     ctx = req.context
+    inp: HookInput | None = None
     try:
         facts = extract_facts(resources, draft_order_resources(ctx), library)
         inp = HookInput(
@@ -83,10 +98,10 @@ def evaluate(
             facts=facts,
             unavailable=unavailable,
         )
-        return service.handler(inp)
+        return service.handler(inp), inp
     except Exception:
         log.exception("rule evaluation failed", extra={"service": service.id, "hook": req.hook})
-        return [_internal_error_card()]
+        return [_internal_error_card()], inp
 
 
 async def invoke(
@@ -110,11 +125,13 @@ async def invoke(
     fetched = time.perf_counter()
     resources = [r for o in outcomes.values() if o.available for r in o.resources]
     unavailable = frozenset(k for k, o in outcomes.items() if not o.available)
-    specs = evaluate(service, req, resources, unavailable, now, library)
+    specs, inp = evaluate_with_input(service, req, resources, unavailable, now, library)
     cards = build_cards(specs, base_url)
     done = time.perf_counter()
     return InvocationResult(
         cards=cards,
         outcomes=outcomes,
+        hook_input=inp,
+        specs=specs,
         timings_ms={"prefetch": (fetched - started) * 1000, "rules": (done - fetched) * 1000},
     )

@@ -418,9 +418,13 @@ def _text_entries(raw: Any, path: Path, ingredient: str | None) -> list[dict[str
     return out
 
 
+# libyaml's C safe loader when present (10x faster start-up); the pure-Python safe loader otherwise.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse_file(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 (safe loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise _fail(path, f"cannot read YAML ({exc.__class__.__name__}: {exc})") from exc
     if not isinstance(data, dict):
