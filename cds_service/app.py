@@ -30,6 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from cds_service.auth import AuthError, JwtVerifier, load_trust, www_authenticate
+from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
 from cds_service.errors import ClientError, outcome_response
 from cds_service.hook_contexts import context_problems
@@ -288,6 +289,8 @@ def create_app(
             raise ClientError(
                 412, f"prefetch keys missing and no fhirServer to fetch them from: {', '.join(exc.keys)}"
             ) from None
+        # In memory only (signed token, card link); the snapshot row is written off the response path.
+        attach_checklist_link(state, svc.id, result, base)
         duration = time.perf_counter() - started
         response = HookResponse(cards=result.cards)
         body = orjson.dumps(response.model_dump(mode="json", exclude_none=True))
@@ -341,10 +344,8 @@ def create_app(
 
 
 def _include_docs(app: FastAPI, state: State) -> None:
-    try:
-        from cds_service.docs_pages import docs_router
-    except ImportError:  # pages arrive with their own issue; the API does not depend on them
-        return
+    from cds_service.docs_pages import docs_router
+
     app.include_router(docs_router(state))
 
 
