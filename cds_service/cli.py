@@ -52,14 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         from cds_service.evaluate import main as evaluate_main
 
         return evaluate_main(rest)
-    if command == "db" and rest[:1] == ["upgrade"]:
+    if command == "db":
         from cds_service.report import db_main
 
-        return db_main(rest[1:])
-    if command == "report" and rest[:1] == ["overrides"]:
+        return db_main(rest)  # "upgrade [--database-url URL]"
+    if command == "report":
         from cds_service.report import main as report_main
 
-        return report_main(rest[1:])
+        return report_main(rest)  # "overrides [--since DATE] [--csv PATH|-]"
     print(USAGE, file=sys.stderr)
     return 2
 
