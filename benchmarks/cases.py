@@ -212,13 +212,13 @@ def case_http(cfg: Config) -> CaseResult:
         "load generator",
         SHARED_CPU_NOTE.format(cores=_cores()),
     ]
-    header = f"{'phase':<28}{'app':<8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}"
+    header = f"{'phase':<28}{'app':<8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}{'client CPU':>12}"
     res.lines.append("http: " + header)
 
     def row(phase: str, name: str, d: dict[str, Any]) -> str:
         return (
             f"http: {phase:<28}{name:<8}{fmt(d['p50_ms']):>9}{fmt(d['p99_ms']):>9}"
-            f"{d['throughput_rps']:>9}{d['errors']:>8}"
+            f"{d['throughput_rps']:>9}{d['errors']:>8}{d['client_cpu_pct']:>11}%"
         )
 
     for name, d in fr.items():
@@ -302,9 +302,10 @@ def case_fetch(cfg: Config) -> CaseResult:
         data_file.write_bytes(orjson.dumps(stub_data))
         stub = UvicornServer(
             "fhir-stub",
-            "benchmarks.fhir_stub:app",
+            "",
             env={"VA_CDS_BENCH_STUB_DATA": str(data_file)},
             ready_path="/health",
+            module="benchmarks.fhir_stub",
         )
         v = VaCds(limits=FetchLimits())
         try:
@@ -324,9 +325,26 @@ def case_fetch(cfg: Config) -> CaseResult:
             async def singles() -> list[float]:
                 return [await single(q) for q in queries.values()]
 
+            async def raw_concurrent() -> float:
+                """Reference: the same eight GETs at once from a bare asyncio client (no httpx)."""
+                conns = [await loadgen.Connection.open("127.0.0.1", stub.port) for _ in queries]
+                try:
+                    reqs = [
+                        f"GET /fhir/{q} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+                        for q in queries.values()
+                    ]
+                    t0 = time.perf_counter()
+                    await asyncio.wait_for(
+                        asyncio.gather(*(c.send(r) for c, r in zip(conns, reqs, strict=True))), 30
+                    )
+                    return time.perf_counter() - t0
+                finally:
+                    for c in conns:
+                        c.close()
+
             v.run(body)  # warm-up: connections, imports
             v.run_coro(singles())
-            totals, slowest, sums, prefetch_phase = [], [], [], []
+            totals, slowest, sums, prefetch_phase, raw8 = [], [], [], [], []
             outcomes: dict[str, str] = {}
             for _ in range(cfg.fetch_rounds):
                 one = v.run_coro(singles())
@@ -338,6 +356,7 @@ def case_fetch(cfg: Config) -> CaseResult:
                 assert v.last is not None
                 prefetch_phase.append(v.last.timings_ms.get("prefetch", float("nan")) / 1000)
                 outcomes = {k: v.last.outcomes[k].label() for k in queries}
+                raw8.append(v.run_coro(raw_concurrent()))
             # One stalled key: the answer must come at the deadline with sys.data-unavailable.
             httpx.post(ctl, params={"stall": stall_type, "stall_s": 5}, timeout=5)
             stalled_limits = FetchLimits(deadline_s=cfg.stall_deadline_s)
@@ -359,13 +378,15 @@ def case_fetch(cfg: Config) -> CaseResult:
     slow_ms = median(slowest) * 1000
     over_ms = max(stalled_times) * 1000 - cfg.stall_deadline_s * 1000
     res.lines += [
-        f"fetch: {len(missing)} keys missing ({', '.join(queries)}), fetched from a local FHIR stub under "
-        f"uvicorn on 127.0.0.1 answering each request after {cfg.fetch_delay_ms:g} ms; the other "
+        f"fetch: {len(missing)} keys missing ({', '.join(queries)}), fetched from a local FHIR stub (raw "
+        f"asyncio HTTP/1.1 on 127.0.0.1) answering each request after {cfg.fetch_delay_ms:g} ms; the other "
         f"{len(sent)} keys prefetched ({w.resources} resources in all)",
         f"fetch: outcomes {outcomes}",
         f"fetch: median over {len(totals)} rounds: whole request {fmt(total_ms)} ms (prefetch phase "
         f"{fmt(median(prefetch_phase) * 1000)} ms), slowest single query {fmt(slow_ms)} ms, the eight one "
         f"after another {fmt(median(sums) * 1000)} ms",
+        f"fetch: reference: the same eight GETs at once from a bare asyncio client took "
+        f"{fmt(median(raw8) * 1000)} ms (what is above that in the prefetch phase is HTTP-client CPU: httpx)",
         f"fetch: stalled {stall_type} (stub holds it 5 s), deadline {cfg.stall_deadline_s:g} s: answered in "
         f"{', '.join(fmt(t * 1000) for t in stalled_times)} ms; unavailable {stalled_outcome}; "
         f"sys.data-unavailable card: {all(stalled_cards)}",
@@ -388,6 +409,7 @@ def case_fetch(cfg: Config) -> CaseResult:
         "prefetch_phase_ms": [round(t * 1000, 3) for t in prefetch_phase],
         "slowest_single_ms": [round(t * 1000, 3) for t in slowest],
         "sequential_sum_ms": [round(t * 1000, 3) for t in sums],
+        "raw_client_concurrent8_ms": [round(t * 1000, 3) for t in raw8],
         "stall": {
             "key_type": stall_type,
             "deadline_s": cfg.stall_deadline_s,
@@ -400,6 +422,7 @@ def case_fetch(cfg: Config) -> CaseResult:
         ("whole request, median (ms)", fmt(total_ms)),
         ("slowest single query, median (ms)", fmt(slow_ms)),
         ("eight queries one after another, median (ms)", fmt(median(sums) * 1000)),
+        ("eight at once from a bare asyncio client, median (ms)", fmt(median(raw8) * 1000)),
         (
             f"stalled key, deadline {cfg.stall_deadline_s:g} s: answered in (ms)",
             ", ".join(fmt(t * 1000) for t in stalled_times),
@@ -441,12 +464,19 @@ def case_scaling(cfg: Config) -> CaseResult:
             f"ours/parse {fmt(ratio(ours[n], parse[n]))}×"
         )
     res.lines.append(f"scaling: log-log slope of the parse floor itself = {fmt(slope_parse)} (reference)")
-    res.targets.append(Target("scaling: log-log exponent of va-cds time vs size", slope, 1.1, "max", ""))
+    # The fit over all sizes is flattered by the fixed per-request cost at the small end; the exponent
+    # between the two largest sizes is the marginal growth, the stricter check of "linear or better".
+    top = loglog_slope(sizes[-2:], [ours[n] for n in sizes[-2:]])
+    res.targets += [
+        Target("scaling: log-log exponent of va-cds time vs size (fit, all sizes)", slope, 1.1, "max", ""),
+        Target(f"scaling: exponent between {sizes[-2]} and {sizes[-1]} resources", top, 1.1, "max", ""),
+    ]
     res.data = {
         "sizes": sizes,
         "ours_median_ms": {n: round(ours[n] * 1000, 3) for n in sizes},
         "parse_median_ms": {n: round(parse[n] * 1000, 3) for n in sizes},
         "exponent": round(slope, 4),
+        "exponent_top_segment": round(top, 4),
         "parse_exponent": round(slope_parse, 4),
     }
     res.table += [

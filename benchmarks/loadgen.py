@@ -84,6 +84,7 @@ class LoadResult:
     errors: int = 0
     sent: int = 0
     elapsed_s: float = 0.0
+    client_cpu_s: float = 0.0  # CPU the load generator itself used (it shares the cores)
     error_kinds: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
@@ -104,6 +105,7 @@ class LoadResult:
             "p99_ms": round(percentile(ms, 99), 3),
             "max_ms": round(max(ms), 3) if ms else None,
             "throughput_rps": round(len(ms) / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+            "client_cpu_pct": round(100 * self.client_cpu_s / self.elapsed_s, 1) if self.elapsed_s else 0.0,
         }
 
 
@@ -146,7 +148,7 @@ async def fixed_rate(
         conn = idle.pop() if idle else None
         if conn is None:
             if opened >= max_connections:
-                result.error("too-many-connections")
+                result.error("dropped: 64 requests already in flight (server saturated)")
                 return
             opened += 1
             try:
@@ -161,6 +163,7 @@ async def fixed_rate(
             opened -= 1
 
     tasks: list[asyncio.Task[None]] = []
+    cpu0 = time.process_time()
     start = time.perf_counter() + 0.05
     for i in range(total):
         due = start + i / rate
@@ -171,6 +174,7 @@ async def fixed_rate(
         result.sent += 1
     await asyncio.wait_for(asyncio.gather(*tasks), timeout_s + 5)
     result.elapsed_s = time.perf_counter() - start
+    result.client_cpu_s = time.process_time() - cpu0
     for c in idle:
         c.close()
     return result
@@ -208,10 +212,12 @@ async def closed_loop(
             conn.close()
 
     started = time.perf_counter()
+    cpu0 = time.process_time()
     await asyncio.wait_for(
         asyncio.gather(*(worker() for _ in range(concurrency))), duration_s + timeout_s + 5
     )
     result.elapsed_s = time.perf_counter() - started
+    result.client_cpu_s = time.process_time() - cpu0
     return result
 
 

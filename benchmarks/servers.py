@@ -1,7 +1,9 @@
 """Start an ASGI app under uvicorn in a subprocess on 127.0.0.1, wait until it answers, stop it.
 
-The listening socket is bound here (127.0.0.1, port chosen by the kernel) and handed to uvicorn with
-`--fd`, so there is no race for a port and nothing ever listens on another address.
+uvicorn binds `--host 127.0.0.1 --port N` itself, as in production: N is a port the kernel just handed
+out on 127.0.0.1 (bind to port 0, read it, close), retried if another process takes it meanwhile.
+Not `--fd`: uvicorn wraps an inherited descriptor as an AF_UNIX socket, so asyncio never sets TCP_NODELAY
+on its connections and every response waits out a ~40 ms delayed ACK — a harness artefact, not the app.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class ServerError(RuntimeError):
 
 
 class UvicornServer:
-    """`python -m uvicorn APP` on an inherited loopback socket; a context manager."""
+    """`python -m uvicorn APP --host 127.0.0.1 --port N` (or another loopback server); a context manager."""
 
     def __init__(
         self,
@@ -38,65 +40,83 @@ class UvicornServer:
         env: Mapping[str, str] | None = None,
         ready_path: str = "/",
         python: str = sys.executable,
+        module: str | None = None,
     ) -> None:
+        """`app` is an ASGI app for uvicorn; or `module` is a `python -m MODULE --port N` server."""
         self.name = name
         self.app = app
         self.env = dict(env or {})
         self.ready_path = ready_path
         self.python = python
+        self.module = module
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.last_log = ""
         self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
 
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self, timeout_s: float = 60.0) -> UvicornServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
-        sock.listen(1024)
-        sock.set_inheritable(True)
-        self.port = sock.getsockname()[1]
+    def start(self, timeout_s: float = 60.0, attempts: int = 3) -> UvicornServer:
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout_s)
+            except ServerError:
+                if attempt == attempts - 1 or "address already in use" not in self.last_log.lower():
+                    raise
+        raise ServerError(f"{self.name} did not start")  # unreachable: the loop returns or raises
+
+    def _start_once(self, timeout_s: float) -> UvicornServer:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((HOST, 0))
+            self.port = probe.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("VA_CDS_")}
         env.update(self.env)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [
-            self.python,
-            "-m",
-            "uvicorn",
-            self.app,
-            "--fd",
-            str(sock.fileno()),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, pass_fds=(sock.fileno(),), stdout=self._log, stderr=subprocess.STDOUT
+        cmd = (
+            [self.python, "-m", self.module, "--port", str(self.port)]
+            if self.module
+            else [
+                self.python,
+                "-m",
+                "uvicorn",
+                self.app,
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
         )
-        sock.close()  # the child holds its own copy
+        self._log.seek(0)
+        self._log.truncate()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise ServerError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
+                    self.last_log = self.log_tail()
+                    code, self.proc = self.proc.returncode, None
+                    raise ServerError(f"{self.name} exited with status {code}: {self.last_log}")
                 try:
                     if client.get(self.base_url + self.ready_path).status_code < 500:
                         return self
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.1)
-        self.stop()
-        raise ServerError(f"{self.name} did not answer within {timeout_s:.0f} s: {self.log_tail()}")
+        self.last_log = self.log_tail()
+        self._stop_process()
+        raise ServerError(f"{self.name} did not answer within {timeout_s:.0f} s: {self.last_log}")
 
     def log_tail(self, chars: int = 2000) -> str:
         with contextlib.suppress(OSError):
             return Path(self._log.name).read_text(errors="replace")[-chars:]
         return ""
 
-    def stop(self) -> None:
+    def _stop_process(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -105,6 +125,9 @@ class UvicornServer:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.proc = None
+
+    def stop(self) -> None:
+        self._stop_process()
         with contextlib.suppress(OSError):
             self._log.close()
             os.unlink(self._log.name)
