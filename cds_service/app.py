@@ -13,6 +13,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,6 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -95,6 +95,8 @@ class State:
         self._http = http
         self.limits = FetchLimits(settings.fhir_deadline_s, settings.fhir_max_pages, settings.fhir_max_bytes)
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
+        # One writer thread: audit rows are written in arrival order, and drained at shutdown.
+        self.audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="va-cds-audit")
         self.verifier: JwtVerifier | None = None
         if settings.auth_mode == "required":
             trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
@@ -164,6 +166,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        await anyio.to_thread.run_sync(
+            lambda: state.audit_pool.shutdown(wait=True)
+        )  # drain queued audit rows
         if http_client is None and state._http is not None:
             await state._http.aclose()
         await anyio.to_thread.run_sync(store.close)
@@ -296,11 +301,10 @@ def create_app(
         body = orjson.dumps(response.model_dump(mode="json", exclude_none=True))
         _observe(state, svc, req, result, duration)
         record = _audit_record(state, svc, req, result, received, duration)
-        return Response(
-            body,
-            media_type="application/json",
-            background=BackgroundTask(_write_audit, state, record),
-        )
+        # Off the request cycle entirely: a BackgroundTask would hold the keep-alive connection (and so the
+        # EHR's next call) until the database write finished.
+        state.audit_pool.submit(_write_audit, state, record)
+        return Response(body, media_type="application/json")
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:
@@ -413,10 +417,10 @@ def _audit_record(
     )
 
 
-async def _write_audit(state: State, record: AuditRecord) -> None:
-    """After the response is sent: the audit write never delays the clinician."""
+def _write_audit(state: State, record: AuditRecord) -> None:
+    """On the audit writer thread, after the response: the audit write never delays the clinician."""
     try:
-        await anyio.to_thread.run_sync(state.store.record_audit, record)
+        state.store.record_audit(record)
     except StoreUnavailable:
         state.metrics.audit_write_failures_total.inc()
         # Degrade to the log so the record is not lost (no PHI in it: the patient id is a keyed hash).
@@ -424,6 +428,8 @@ async def _write_audit(state: State, record: AuditRecord) -> None:
             "audit store unavailable; audit record logged instead",
             extra={"audit": {**record.__dict__, "received_at": record.received_at.isoformat()}},
         )
+    except Exception:  # a future would swallow it: say so, with the record, rather than lose it silently
+        log.exception("audit write failed", extra={"audit_hook_instance": record.hook_instance})
 
 
 def __getattr__(name: str) -> Any:
