@@ -192,7 +192,7 @@ def docs_router(state: State) -> APIRouter:
         ]
         return _render("rules_index.html", base=state.base_url(request), groups=groups)
 
-    @router.get("/docs/rules/{rule_id}")
+    @router.get("/docs/rules/{rule_id:path}")  # any sub-path gets the friendly page
     async def rule_page(rule_id: str, request: Request) -> Response:
         entry = catalog.get(rule_id)
         if entry is None:

@@ -1,7 +1,7 @@
 """The pre-procedure checklist page's back end: signed links, snapshots, FHIR Questionnaire/Response.
 
-`attach_checklist_link` runs on the hook response path (in memory only); the pages themselves live in
-`cds_service.docs_pages`.
+`attach_checklist_link` runs on the hook response path (in memory; the snapshot row is written on a
+writer thread); the pages themselves live in `cds_service.docs_pages`.
 """
 
 from cds_service.checklist.questionnaire import (

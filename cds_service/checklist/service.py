@@ -2,10 +2,12 @@
 
 `attach_checklist_link` is called by the app right after the rules ran. When the answer holds a
 `pre.checklist` card it computes the checklist items from the same HookInput, signs a token and adds the
-link to the card — all in memory, microseconds. The snapshot row is written by a small thread pool
-after the call returns, so a slow or unavailable database never delays the clinician (a failed write
-is logged; the link then opens the "not found" page). A page request that races the write waits for
-it instead of reporting a false "not found".
+link to the card — all in memory, microseconds — and queues the snapshot row on a writer thread, so the
+clinician never waits for the database. The writer is the app's single audit-writer thread when it has
+one (`State.audit_pool`): SQLite takes one writer at a time, and a second thread writing beside the
+audit row makes one of the two fail with "database is locked". A failed write is logged; the link then
+opens the "not found" page. A page request that races the write waits for it instead of reporting a
+false "not found".
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from cds_service.checklist import token as tokens
@@ -35,20 +37,21 @@ CHECKLIST_RULE = "pre.checklist"
 LINK_LABEL = "Open the pre-procedure checklist (consent and time-out)"
 PENDING_WAIT_S = 5.0
 
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
+_fallback: ThreadPoolExecutor | None = None
+_fallback_lock = threading.Lock()
 _pending: dict[str, Future[None]] = {}
 _pending_lock = threading.Lock()
 
 
-def _pool() -> ThreadPoolExecutor:
-    # One small pool per process, created on first use: snapshot writes are rare and short, and two
-    # workers keep a burst of calls from queueing behind one slow commit.
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="va-cds-checklist")
-        return _executor
+def _writer(state: State) -> Executor:
+    pool = getattr(state, "audit_pool", None)
+    if isinstance(pool, Executor):
+        return pool
+    global _fallback
+    with _fallback_lock:  # one thread: snapshot writes never contend with each other
+        if _fallback is None:
+            _fallback = ThreadPoolExecutor(max_workers=1, thread_name_prefix="va-cds-checklist")
+        return _fallback
 
 
 def signing_key(state: State) -> bytes:
@@ -63,7 +66,7 @@ def _write(store: SnapshotStore, snap: Snapshot) -> None:
             "checklist snapshot not stored; its link will show 'not found'",
             extra={"hook_instance": snap.hook_instance, "error": str(exc)},
         )
-    except Exception:  # a background thread must log, never die silently
+    except Exception:  # a future would swallow it: log it, with what was lost
         log.exception("checklist snapshot write failed", extra={"hook_instance": snap.hook_instance})
 
 
@@ -100,7 +103,11 @@ def attach_checklist_link(state: State, service_id: str, result: InvocationResul
         *(card.links or []),
         Link(label=LINK_LABEL, url=f"{base_url.rstrip('/')}/checklist/{token}", type="absolute"),
     ]
-    future = _pool().submit(_write, SnapshotStore(state.store), snap)
+    try:
+        future = _writer(state).submit(_write, SnapshotStore(state.store), snap)
+    except RuntimeError:  # the writer is shut down: the app is stopping; the link will say "not found"
+        log.warning("checklist snapshot not queued: service shutting down")
+        return
     with _pending_lock:
         _pending[sid] = future
     future.add_done_callback(lambda _f: _forget(sid))
@@ -121,7 +128,3 @@ async def wait_pending(snapshot_id: str) -> None:
 def load_snapshot(state: State, snapshot_id: str) -> Snapshot | None:
     """Synchronous (call through a thread). Raises StoreUnavailable."""
     return SnapshotStore(state.store).load(snapshot_id)
-
-
-def now(state: State) -> datetime:
-    return state.clock()
