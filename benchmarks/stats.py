@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 import time
@@ -59,9 +60,12 @@ def interleaved(
     reps: int,
     warmup: int,
     budget_s: float,
+    settle: Callable[[], object] | None = gc.collect,
 ) -> dict[str, list[float]]:
     """Time each subject `reps` times, rotating the order every round so drift hits all of them alike.
 
+    `settle` runs before every timed call, outside the timing (default: a full garbage collection, so
+    one subject's garbage — 10 MB of parsed JSON, say — is not collected on the next subject's clock).
     Bounded in count (warmup + reps rounds) and time (stops after `budget_s`, keeping what it has,
     with at least one measured round).
     """
@@ -74,6 +78,8 @@ def interleaved(
     for i in range(reps):
         order = names[i % len(names) :] + names[: i % len(names)]
         for name in order:
+            if settle is not None:
+                settle()
             t0 = time.perf_counter()
             subjects[name]()
             out[name].append(time.perf_counter() - t0)
