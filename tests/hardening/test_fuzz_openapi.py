@@ -38,6 +38,7 @@ import httpx
 import pytest
 import schemathesis
 import yaml
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import (
@@ -93,8 +94,25 @@ APP = create_app(
     ),
     http_client=httpx.AsyncClient(transport=httpx.MockTransport(_fake_fhir)),
 )
+
+
+async def one_lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """APP as uvicorn runs it: one lifespan per process. schemathesis' ASGI transport starts and stops the
+    lifespan around every operation, and APP does not survive a second lifespan (a bug of its own, shown by
+    test_lifespan.py); so this wrapper answers lifespan events itself and the module runs APP's real
+    lifespan once (fixture below)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            kind = message["type"].removeprefix("lifespan.")
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+    await APP(scope, receive, send)
+
+
 schema = schemathesis.openapi.from_path(OPENAPI)
-schema.app = APP
+schema.app = one_lifespan_app
 
 
 @schema.hook
@@ -106,8 +124,9 @@ def before_generate_path_parameters(context: Any, strategy: Any) -> Any:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _cleanup() -> Iterator[None]:
-    yield
+def _app_lifespan() -> Iterator[None]:
+    with TestClient(APP):  # APP's one real lifespan: startup now, shutdown (audit drain) at module end
+        yield
     shutil.rmtree(_TMP, ignore_errors=True)
 
 
