@@ -881,3 +881,54 @@ def test_feedback_store_outage_is_a_documented_503(make_app: Any, tmp_path: Path
         ready = c.get("/ready")
         assert ready.status_code == 503
         assert "database" in assert_documented(ready, "/ready", "get")["failed"]
+
+
+def test_schema_generated_requests_get_documented_answers(tmp_path: Path) -> None:
+    """Property check with schemathesis: requests generated from the document's own request schemas
+    never get a 5xx, and every answer (status, media type, headers, body) is one the document lists."""
+    import httpx
+    import schemathesis
+    from fastapi.testclient import TestClient
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    from cds_service.app import create_app
+    from cds_service.settings import Settings
+
+    # Generated fhirServer URLs must never reach the network: every FHIR fetch answers 503.
+    fhir = httpx.AsyncClient(transport=httpx.MockTransport(lambda _req: httpx.Response(503)))
+    app = create_app(Settings(auth_mode="off", database_url=f"sqlite:///{tmp_path}/t.db"), http_client=fhir)
+    schema = schemathesis.openapi.from_dict(DOC)
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+    ]
+    with TestClient(app, raise_server_exceptions=False) as c:
+        service_for_hook = {s["hook"]: s["id"] for s in _discovery(c)["services"]}
+        for path in ("/cds-services/{service_id}", "/cds-services/{service_id}/feedback"):
+            operation = schema[path]["POST"]
+
+            @settings(
+                max_examples=40,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=operation.as_strategy())
+            def check(case: Any) -> None:
+                hook = case.body.get("hook") if isinstance(case.body, dict) else None
+                case.path_parameters = {"service_id": service_for_hook.get(hook, "va-preprocedure")}
+                response = c.post(case.formatted_path, json=case.body)
+                case.validate_response(response, checks=checks)
+
+            check()
