@@ -225,6 +225,7 @@ def test_snapshot_is_tied_to_the_audit_record_and_holds_no_patient_id(
     client: TestClient, checklist_path: str, hook_response: dict[str, Any]
 ) -> None:
     state = client.app.state.va  # type: ignore[attr-defined]
+    assert client.get(checklist_path).status_code == 200  # the page waits for the writer thread
     claims = tokens.verify(tokens.derive_key(state.hash_key), checklist_path.rsplit("/", 1)[1], NOW)
     snap = SnapshotStore(state.store).load(claims.snapshot_id)
     assert snap is not None
@@ -264,9 +265,11 @@ def test_expired_snapshots_are_purged_on_the_next_write(
     client: TestClient, clock: Clock, checklist_path: str
 ) -> None:
     state = client.app.state.va  # type: ignore[attr-defined]
+    assert client.get(checklist_path).status_code == 200  # first snapshot stored
     clock.advance(3600 + 1)
     body = order_sign_request(client.get("/cds-services").json())
-    client.post(SERVICE_URL, json=body)
+    second = checklist_link(client.post(SERVICE_URL, json=body).json()["cards"]).removeprefix(BASE)
+    assert client.get(second).status_code == 200  # second stored; the first purged by the same write
     with state.store._engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM checklist_snapshot")).scalar_one() == 1
 
