@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -95,8 +96,10 @@ class State:
         self._http = http
         self.limits = FetchLimits(settings.fhir_deadline_s, settings.fhir_max_pages, settings.fhir_max_bytes)
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
-        # One writer thread: audit rows are written in arrival order, and drained at shutdown.
-        self.audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="va-cds-audit")
+        # One writer thread (audit rows, checklist snapshots): written in arrival order, drained at shutdown,
+        # and recreated on the next start-up, so an app object survives several lifespans (tests, reloads).
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_lock = threading.Lock()
         self.verifier: JwtVerifier | None = None
         if settings.auth_mode == "required":
             trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
@@ -105,6 +108,19 @@ class State:
             self.verifier = (
                 JwtVerifier(trust, self.http, clock=jwt_clock) if jwt_clock else JwtVerifier(trust, self.http)
             )
+
+    @property
+    def audit_pool(self) -> ThreadPoolExecutor:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="va-cds-writer")
+            return self._writer
+
+    def close_writer(self) -> None:
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -166,9 +182,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        await anyio.to_thread.run_sync(
-            lambda: state.audit_pool.shutdown(wait=True)
-        )  # drain queued audit rows
+        await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows
         if http_client is None and state._http is not None:
             await state._http.aclose()
         await anyio.to_thread.run_sync(store.close)
@@ -303,7 +317,10 @@ def create_app(
         record = _audit_record(state, svc, req, result, received, duration)
         # Off the request cycle entirely: a BackgroundTask would hold the keep-alive connection (and so the
         # EHR's next call) until the database write finished.
-        state.audit_pool.submit(_write_audit, state, record)
+        try:
+            state.audit_pool.submit(_write_audit, state, record)
+        except RuntimeError:  # shutting down this very moment: write it here rather than lose it
+            await anyio.to_thread.run_sync(_write_audit, state, record)
         return Response(body, media_type="application/json")
 
     @app.post("/cds-services/{service_id}/feedback")

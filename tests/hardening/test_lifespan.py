@@ -1,19 +1,14 @@
 """One app instance through two ASGI lifespans (what Starlette's TestClient does on a second `with`, and
 what schemathesis' ASGI transport does once per operation): hook calls must keep working.
 
-Bug shown here (strict xfail until fixed in cds_service/app.py): `State.__init__` creates `audit_pool` once
-and the lifespan's shutdown calls `audit_pool.shutdown()`; after a second startup every hook call that gets
-as far as the audit step answers 500 (`RuntimeError: cannot schedule new futures after shutdown` from
-`call_service` → `state.audit_pool.submit`). The audit write is meant never to affect the clinician's
-answer, so a failing submit should at least degrade like `StoreUnavailable` does; recreating the pool on
-startup would make the app restartable.
+Regression test: the writer thread used to be created once and shut down by the first lifespan, so every
+later hook call answered 500 (`cannot schedule new futures after shutdown`). The app now recreates it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
@@ -31,11 +26,6 @@ def _body() -> dict[str, object]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cds_service/app.py: the lifespan shuts audit_pool down and a restarted lifespan never "
-    "recreates it → hook calls answer 500 (cannot schedule new futures after shutdown)",
-)
 def test_hook_calls_survive_a_second_lifespan(tmp_path: Path) -> None:
     settings = Settings(auth_mode="off", database_url=f"sqlite:///{tmp_path}/l.db", log_level="WARNING")  # type: ignore[call-arg]
     app = create_app(settings)
