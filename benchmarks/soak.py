@@ -335,8 +335,12 @@ class Server:
         return self.proc.returncode
 
     def tail(self, lines: int = 20) -> str:
+        """The last lines of the server log, without the (expected, counted) audit fallback records."""
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log.read_text(errors="replace")
+            return "\n".join(
+                [ln for ln in text.splitlines() if "audit record logged instead" not in ln][-lines:]
+            )
         except OSError:
             return ""
 
@@ -393,7 +397,8 @@ async def run_load(base: str, requests: list[Req], concurrency: int, deadline: f
                 except httpx.HTTPError as exc:
                     status = None
                     if len(res.examples) < 5:
-                        res.examples.append(f"{req.kind}: {type(exc).__name__}: {exc}")
+                        took = time.perf_counter() - started
+                        res.examples.append(f"{req.kind} after {took:.2f} s: {exc!r} {exc.__context__!r}")
                 elapsed = (time.perf_counter() - started) * 1000
                 res.sent += 1
                 cls = status_class(status)
@@ -584,7 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print("FAILED: " + "; ".join(failures))
         if log_tail:
-            print("server log tail:\n" + log_tail)
+            print("server log tail (lines cut at 300 characters):")
+            for line in log_tail.splitlines():
+                print("  " + line[:300])
         return 1
     print("OK")
     return 0
