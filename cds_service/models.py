@@ -53,6 +53,7 @@ class DiscoveryResponse(WireModel):
 # Invocation request (lenient inside FHIR, strict on the envelope)
 # ---------------------------------------------------------------------------------------------------
 
+_RULE_ID = re.compile(r"^[a-z][a-z0-9.-]*$")
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -173,6 +174,29 @@ class Card(WireModel):
     overrideReasons: list[OverrideReason] | None = Field(default=None, min_length=1)
     links: list[Link] | None = Field(default=None, min_length=1)
     extension: dict[str, Any] | None = None
+
+    @field_validator("extension")
+    @classmethod
+    def _our_extensions_are_well_formed(cls, ext: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The org.va-cds.* extensions are a contract too (openapi.yaml CardExtension): refuse bad ones."""
+        if ext is None:
+            return None
+        rule = ext.get("org.va-cds.rule")
+        if rule is not None and (not isinstance(rule, str) or not _RULE_ID.match(rule)):
+            raise ValueError("org.va-cds.rule must be a rule id like 'pre.coag.labs-missing'")
+        citation = ext.get("org.va-cds.citation")
+        if citation is not None and (not isinstance(citation, str) or not citation.strip()):
+            raise ValueError("org.va-cds.citation must be non-empty text")
+        evidence = ext.get("org.va-cds.evidence")
+        if evidence is not None:
+            if not isinstance(evidence, list) or not evidence:
+                raise ValueError("org.va-cds.evidence must be a non-empty list")
+            for item in evidence:
+                if not isinstance(item, dict) or not all(
+                    isinstance(item.get(k), str) and item[k].strip() for k in ("reference", "summary")
+                ):
+                    raise ValueError("each org.va-cds.evidence entry needs a reference and a summary")
+        return ext
 
     @model_validator(mode="after")
     def _selection_iff_suggestions(self) -> Card:

@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -190,12 +191,25 @@ class Store:
     # Lifecycle
     # ---------------------------------------------------------------------------------------------
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration. Idempotent; safe on every start-up."""
+    @staticmethod
+    def _alembic_config() -> Config:
         cfg = Config()
         script_location = Path(str(resources.files("cds_service.persistence") / "migrations"))
         # ConfigParser interpolation: a literal % in the install path must be doubled.
         cfg.set_main_option("script_location", str(script_location).replace("%", "%%"))
+        return cfg
+
+    @classmethod
+    def head_revision(cls) -> str:
+        """The newest migration shipped with this version (what `upgrade` brings a database to)."""
+        head = ScriptDirectory.from_config(cls._alembic_config()).get_current_head()
+        if head is None:
+            raise RuntimeError("no migrations shipped")
+        return head
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration. Idempotent; safe on every start-up."""
+        cfg = self._alembic_config()
         with self._transaction("schema upgrade") as conn:
             if self._dialect == "postgresql":
                 # Several workers may start at once: only one migrates, the others then see head.
@@ -487,4 +501,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front. With a deferred BEGIN, a transaction that reads and then
+    # writes (record_audit's retry check) fails at once with "database is locked" when another connection
+    # commits in between: WAL cannot upgrade a stale read snapshot, and the busy timeout does not apply.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

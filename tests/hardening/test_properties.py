@@ -529,7 +529,7 @@ def test_any_spec_is_refused_or_builds_valid_cards(specs: list[CardSpec]) -> Non
     loudly (ValidationError) rather than emit a card the contract forbids.
 
     Rule ids, citations and evidence are drawn well-formed here: the builder copies them into the card
-    `extension` without checking them (see the strict-xfail test below)."""
+    `extension` without checking them (the test below checks the builder refuses malformed ones)."""
     specs = [_with_checked_extension(s) for s in specs]
     try:
         cards = build_cards(specs, "https://cds.example.org")
@@ -543,13 +543,6 @@ def _with_checked_extension(spec: CardSpec) -> CardSpec:
     return replace(spec, citation=spec.citation.strip() or "citation", evidence=evidence)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cds_service/cards.py build_card copies rule_id, citation and evidence into `extension` "
-    "unchecked: an empty citation or a rule id outside ^[a-z][a-z0-9.-]*$ yields a card that pydantic "
-    "accepts but openapi.yaml's CardExtension forbids (no rule does this today; the builder promises a "
-    "card that cannot be invalid)",
-)
 @pytest.mark.parametrize(
     "spec",
     [

@@ -12,7 +12,7 @@ timeout instead); with it the soak stores every audit row.
 
 The test makes the interleaving deterministic: right after record_audit's read, another thread saves a
 feedback entry (its own pooled connection) and is given one second to commit before the audit goes on.
-Strict xfail until the store is fixed.
+Fixed with BEGIN IMMEDIATE in cds_service/persistence/store.py; this is now a regression test.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 
 from cds_service.models import FeedbackItem
@@ -53,11 +52,6 @@ def _audit() -> AuditRecord:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cds_service/persistence/store.py: deferred BEGIN + read-then-write in record_audit → "
-    "'database is locked' at once when another connection commits in between (BEGIN IMMEDIATE fixes it)",
-)
 def test_audit_survives_a_commit_between_its_read_and_its_write(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/race.db")
     store.upgrade()
