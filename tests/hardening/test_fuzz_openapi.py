@@ -98,9 +98,8 @@ APP = create_app(
 
 async def one_lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """APP as uvicorn runs it: one lifespan per process. schemathesis' ASGI transport starts and stops the
-    lifespan around every operation, and APP does not survive a second lifespan (a bug of its own, shown by
-    test_lifespan.py); so this wrapper answers lifespan events itself and the module runs APP's real
-    lifespan once (fixture below)."""
+    lifespan around every operation (restarting is covered by test_lifespan.py); this wrapper answers
+    lifespan events itself and the module runs APP's real lifespan once (fixture below)."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
