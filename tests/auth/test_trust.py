@@ -14,10 +14,10 @@ import yaml
 
 from cds_service.auth import AuthError, JwtVerifier, TrustConfig, load_trust
 from cds_service.settings import Settings
+from tests.shared_paths import FIXTURES
 
 from .conftest import Keys, ec_jwk, rsa_jwk
 
-FIXTURES = Path("/work/shared/fixtures")
 SANDBOX_ISS = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 

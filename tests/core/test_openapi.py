@@ -18,9 +18,12 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from tests.shared_paths import SANDBOX as SHARED_SANDBOX
+
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = ROOT / "openapi.yaml"
-SANDBOX = Path("/work/shared/fixtures/sandbox-requests")
+SANDBOX = SHARED_SANDBOX
+
 DOC_URI = "urn:va-cds:openapi.yaml"
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 

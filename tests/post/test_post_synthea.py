@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from fhir_mappings.extract import extract_facts
 from hooks import va_discharge as dis
 from hooks import va_postprocedure as post
 from tests.post.factories import POLICY, hook_input, ids
+from tests.shared_paths import SYNTHEA
 
-SYNTHEA = Path("/work/shared/fixtures/synthea")
 pytestmark = pytest.mark.skipif(not SYNTHEA.is_dir(), reason="shared Synthea fixtures not present")
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-SYNTHEA = Path("/work/shared/fixtures/synthea")
+from tests.shared_paths import SYNTHEA
+
 HALLIE = "Hallie_Hoeger_62a0b57c-4129-43d9-b787-bcf7ad4fa654.json"
 LUIGI = "Luigi_Wiegand_e27d88b0-c5e5-4042-ad49-184f6a900ee3.json"
 _BILLING = {"Claim", "ExplanationOfBenefit"}  # never in a prefetch

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests.pre.synthea import HALLIE, record, va_draft
+from tests.shared_paths import SANDBOX
 
-SANDBOX = Path("/work/shared/fixtures/sandbox-requests")
 PID, RESOURCES, LAST = record(HALLIE)
 URL = "/cds-services/va-preprocedure"
 

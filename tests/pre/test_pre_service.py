@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from pathlib import Path
 
 from cds_service.cards import build_cards
 from cds_service.contracts import HookInput
@@ -26,8 +25,8 @@ from tests.pre.builders import (
     run,
     va_order,
 )
+from tests.shared_paths import SANDBOX
 
-SANDBOX = Path("/work/shared/fixtures/sandbox-requests")
 CATALOG_IDS = {
     "pre.coag.antithrombotic-active",
     "pre.coag.labs-out-of-range",

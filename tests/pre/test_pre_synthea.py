@@ -42,3 +42,22 @@ def test_luigi_with_va_draft_has_no_antithrombotic_card() -> None:
     ids = rule_ids(run(extract_facts(resources, [va_draft(pid)]), "order-sign", now=last))
     assert "pre.coag.antithrombotic-active" not in ids
     assert "pre.coag.labs-missing" in ids  # a VA order without coagulation labs is still a finding
+
+
+def test_prior_cement_reaction_recorded_as_text_fires_the_cement_allergy_card() -> None:
+    # No code exists for a reaction to bone cement or an implant: it is read from the Condition's text.
+    pid, resources, last = record(LUIGI)
+    reaction = {
+        "resourceType": "Condition",
+        "id": "cement-reaction-1",
+        "clinicalStatus": {"coding": [{"code": "resolved"}]},
+        "code": {"text": "Hypersensitivity reaction to bone cement after knee arthroplasty"},
+        "subject": {"reference": f"Patient/{pid}"},
+        "recordedDate": "2015-03-02",
+    }
+    negated = {**reaction, "id": "c2", "code": {"text": "No history of implant reaction"}}
+    cards = by_rule(run(extract_facts([*resources, reaction], [va_draft(pid)]), "order-sign", now=last))
+    assert cards["pre.allergy.cement"].indicator == "critical"
+    assert any(e.reference == "Condition/cement-reaction-1" for e in cards["pre.allergy.cement"].evidence)
+    quiet = rule_ids(run(extract_facts([*resources, negated], [va_draft(pid)]), "order-sign", now=last))
+    assert "pre.allergy.cement" not in quiet
