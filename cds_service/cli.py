@@ -34,6 +34,9 @@ def serve(argv: list[str]) -> int:
         port=args.port,
         workers=args.workers,
         log_config=None,  # our JSON logging, configured by create_app
+        # uvicorn's access log would record checklist URLs, whose token is a capability: our own
+        # per-request JSON line (no tokens, no patient ids) replaces it.
+        access_log=False,
         timeout_graceful_shutdown=20,
         proxy_headers=True,
     )
