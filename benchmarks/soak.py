@@ -71,6 +71,9 @@ class Req:
     feedback_card: str | None = None
 
 
+KEEPALIVE_S = 30.0  # client idle expiry, below the server's 75 s keep-alive timeout
+
+
 def _bundle(*resources: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
 
@@ -307,6 +310,7 @@ class Server:
             sys.executable, "-m", "uvicorn", "cds_service.app:app",
             "--host", HOST, "--port", str(self.port),
             "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "20",
+            "--timeout-keep-alive", "75",  # as `va-cds serve`: see KEEPALIVE_S below
         ]  # fmt: skip
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -375,7 +379,12 @@ async def run_load(base: str, requests: list[Req], concurrency: int, deadline: f
     queue: asyncio.Queue[Req] = asyncio.Queue()
     for r in requests:
         queue.put_nowait(r)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # The client drops idle connections well before the server's keep-alive timeout: otherwise a request sent
+    # on a connection the server is closing at that instant fails with a transport error (a client-side race
+    # that every HTTP/1.1 keep-alive client must avoid, not a server failure).
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=KEEPALIVE_S
+    )
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30.0) as client:
 
         async def worker() -> None:

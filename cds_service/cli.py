@@ -38,6 +38,9 @@ def serve(argv: list[str]) -> int:
         # per-request JSON line (no tokens, no patient ids) replaces it.
         access_log=False,
         timeout_graceful_shutdown=20,
+        # EHRs keep connections open between hook calls; closing idle ones after uvicorn's default 5 s races
+        # with a request arriving on them. 75 s is the common reverse-proxy default.
+        timeout_keep_alive=75,
         proxy_headers=True,
     )
     return 0
