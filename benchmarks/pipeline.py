@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
+from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
 from cds_service.invocation import InvocationResult, invoke
 from cds_service.models import HookRequest, HookResponse
@@ -81,6 +82,7 @@ class VaCds:
         # Never used when the prefetch is complete (the fetch case passes real requests through it).
         self.client = self.loop.run_until_complete(self._make_client())
         self.last: InvocationResult | None = None
+        settle_heap()  # as the app's lifespan does once everything is loaded
 
     @staticmethod
     async def _make_client() -> httpx.AsyncClient:
@@ -102,7 +104,7 @@ class VaCds:
             library=self.library,
         )
         self.last = result
-        return orjson.dumps(HookResponse(cards=result.cards).model_dump(mode="json", exclude_none=True))
+        return HookResponse(cards=result.cards).to_json()
 
     def run(self, body: bytes) -> bytes:
         return self.loop.run_until_complete(self.handle(body))

@@ -12,7 +12,7 @@ import re
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 # ---------------------------------------------------------------------------------------------------
 # Shared
@@ -213,6 +213,13 @@ class Card(WireModel):
 class HookResponse(WireModel):
     cards: list[Card]
     systemActions: list[Action] | None = Field(default=None, min_length=1)
+
+    def to_json(self) -> bytes:
+        """The response body: pydantic-core writes JSON bytes directly (no intermediate dict or str)."""
+        return _HOOK_RESPONSE_JSON.dump_json(self, exclude_none=True)
+
+
+_HOOK_RESPONSE_JSON: TypeAdapter[HookResponse] = TypeAdapter(HookResponse)
 
 
 # ---------------------------------------------------------------------------------------------------

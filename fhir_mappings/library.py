@@ -237,14 +237,18 @@ class ValueSetLibrary:
         """Hits for one coding: exact code, then (ICD and other) prefixes, then ATC prefixes."""
         if not isinstance(code, str):
             return []
+        return list(self._coding_hits(system, code))
+
+    def _coding_hits(self, system: str | None, code: str) -> tuple[Hit, ...]:
+        # Memoised per (system, code) as seen on the wire: a patient's records repeat the same few codes.
         memo_key = (system, code)
         cached = self._memo.get(memo_key)
         if cached is not None:
-            return list(cached)
+            return cached
         if len(self._memo) > 50_000:
             self._memo.clear()
-        found = self._match_coding_uncached(system, code)
-        self._memo[memo_key] = tuple(found)
+        found = tuple(self._match_coding_uncached(system, code))
+        self._memo[memo_key] = found
         return found
 
     def _match_coding_uncached(self, system: str | None, code: str) -> list[Hit]:
@@ -272,14 +276,22 @@ class ValueSetLibrary:
 
     def match_codings(self, codings: Iterable[Any], categories: frozenset[str] | None = None) -> list[Hit]:
         """Hits for a list of Coding dicts (non-dicts ignored), filtered by category."""
+        # The hottest loop of fact extraction (every Observation passes here): the memo is read inline.
         out: list[Hit] = []
+        memo = self._memo
         for coding in codings:
             if not isinstance(coding, dict):
                 continue
-            system, code = coding.get("system"), coding.get("code")
-            for h in self.match_coding(
-                system if isinstance(system, str) else None, code if isinstance(code, str) else None
-            ):
+            code = coding.get("code")
+            if not isinstance(code, str):
+                continue
+            system = coding.get("system")
+            if not isinstance(system, str):
+                system = None
+            found = memo.get((system, code))
+            if found is None:
+                found = self._coding_hits(system, code)
+            for h in found:
                 if (categories is None or h.category in categories) and h not in out:
                     out.append(h)
         return out
