@@ -7,6 +7,7 @@ they run in one process, so machine load and drift hit them alike.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import tempfile
 import time
 from collections.abc import Callable
@@ -179,6 +180,13 @@ async def _drive_http(cfg: Config, targets: dict[str, tuple[int, str]], body: by
     return out
 
 
+def _uvicorn_stack() -> str:
+    """What uvicorn's `auto` loop and HTTP settings pick in this environment (the servers run in it)."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio loop"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{http}, {loop}"
+
+
 def case_http(cfg: Config) -> CaseResult:
     from benchmarks.servers import UvicornServer, running
 
@@ -208,7 +216,7 @@ def case_http(cfg: Config) -> CaseResult:
     res.lines += [
         f"http: order-sign of {w.resources} resources ({len(w.body) / 1e3:.0f} kB), same body to both apps; "
         f"va-cds cards {rules}",
-        "http: uvicorn (h11, asyncio loop, 1 worker, no access log) for both apps; raw-asyncio keep-alive "
+        f"http: uvicorn ({_uvicorn_stack()}, 1 worker, no access log) for both apps; raw-asyncio keep-alive "
         "load generator",
         SHARED_CPU_NOTE.format(cores=_cores()),
     ]

@@ -640,14 +640,15 @@ class _Extractor:
         if status not in _RESULT_OK:
             return
         hits = self.lib.match_codeable(r.get("code"), _MEAS_CATS, text_fallback=False)
-        components = _l(r.get("component"))
         comp_hits: list[tuple[dict[str, Any], list[Hit]]] = []
-        for comp in components:
-            cd = _d(comp)
-            if cd is not None:
-                ch = self.lib.match_codeable(cd.get("code"), _MEAS_CATS, text_fallback=False)
-                if ch:
-                    comp_hits.append((cd, ch))
+        components = r.get("component")
+        if components:  # most Observations have none: skip the loop set-up (this path runs per resource)
+            for comp in _l(components):
+                cd = _d(comp)
+                if cd is not None:
+                    ch = self.lib.match_codeable(cd.get("code"), _MEAS_CATS, text_fallback=False)
+                    if ch:
+                        comp_hits.append((cd, ch))
         if not hits and not comp_hits:
             self._observation_finding(r, ref)
             return
@@ -669,9 +670,10 @@ class _Extractor:
         categories = set()
         for cat in _l(r.get("category")):
             for coding in _l(_get(cat, "coding")):
-                c = _s(_get(coding, "code"))
-                if c:
-                    categories.add(c.lower())
+                c = coding.get("code") if isinstance(coding, dict) else None
+                if isinstance(c, str) and c:
+                    categories.add(c.strip().lower())
+        categories.discard("")
         if categories and categories <= _NON_SYMPTOM_OBS_CATEGORIES:
             return  # labs, vitals, social history: never a symptom or an exam
         allow_text = r.get("valueQuantity") is None
