@@ -13,8 +13,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -47,6 +47,7 @@ from cds_service.models import (
 )
 from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
+from cds_service.persistence.writer import GroupCommitWriter, write_now
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
 from cds_service.settings import Settings
 from fhir_mappings.library import ValueSetLibrary, default_library
@@ -96,10 +97,11 @@ class State:
         self._http = http
         self.limits = FetchLimits(settings.fhir_deadline_s, settings.fhir_max_pages, settings.fhir_max_bytes)
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
-        # One writer thread (audit rows, checklist snapshots): written in arrival order, drained at shutdown,
-        # and recreated on the next start-up, so an app object survives several lifespans (tests, reloads).
-        self._writer: ThreadPoolExecutor | None = None
+        # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
+        # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
+        self._writer: GroupCommitWriter | None = None
         self._writer_lock = threading.Lock()
+        self.audit_writes = AuditWrites(self.metrics)
         self.verifier: JwtVerifier | None = None
         if settings.auth_mode == "required":
             trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
@@ -110,17 +112,18 @@ class State:
             )
 
     @property
-    def audit_pool(self) -> ThreadPoolExecutor:
+    def writer(self) -> GroupCommitWriter:
         with self._writer_lock:
             if self._writer is None:
-                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="va-cds-writer")
+                self._writer = GroupCommitWriter(self.store, thread_name="va-cds-writer")
             return self._writer
 
     def close_writer(self) -> None:
+        """Write everything queued, then stop the writer thread (the next use starts a new one)."""
         with self._writer_lock:
             writer, self._writer = self._writer, None
         if writer is not None:
-            writer.shutdown(wait=True)
+            writer.close()
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -182,7 +185,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows
+        await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows and snapshots
         if http_client is None and state._http is not None:
             await state._http.aclose()
         await anyio.to_thread.run_sync(store.close)
@@ -318,9 +321,9 @@ def create_app(
         # Off the request cycle entirely: a BackgroundTask would hold the keep-alive connection (and so the
         # EHR's next call) until the database write finished.
         try:
-            state.audit_pool.submit(_write_audit, state, record)
+            state.writer.submit(state.audit_writes, record)
         except RuntimeError:  # shutting down this very moment: write it here rather than lose it
-            await anyio.to_thread.run_sync(_write_audit, state, record)
+            await anyio.to_thread.run_sync(write_now, state.store, state.audit_writes, record)
         return Response(body, media_type="application/json")
 
     @app.post("/cds-services/{service_id}/feedback")
@@ -434,19 +437,33 @@ def _audit_record(
     )
 
 
-def _write_audit(state: State, record: AuditRecord) -> None:
-    """On the audit writer thread, after the response: the audit write never delays the clinician."""
-    try:
-        state.store.record_audit(record)
-    except StoreUnavailable:
-        state.metrics.audit_write_failures_total.inc()
-        # Degrade to the log so the record is not lost (no PHI in it: the patient id is a keyed hash).
-        log.warning(
-            "audit store unavailable; audit record logged instead",
-            extra={"audit": {**record.__dict__, "received_at": record.received_at.isoformat()}},
-        )
-    except Exception:  # a future would swallow it: say so, with the record, rather than lose it silently
-        log.exception("audit write failed", extra={"audit_hook_instance": record.hook_instance})
+class AuditWrites:
+    """Audit records on the writer thread, after the response: the audit write never delays the clinician.
+
+    Batched into the writer's transactions (`Store.write_audits`); one that cannot be stored even on its own
+    is reported here.
+    """
+
+    what = "audit record"
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def write(self, store: Store, conn: Connection, records: Sequence[AuditRecord]) -> None:
+        store.write_audits(conn, records)
+
+    def failed(self, record: AuditRecord, exc: Exception) -> None:
+        if isinstance(exc, StoreUnavailable):
+            self._metrics.audit_write_failures_total.inc()
+            # Degrade to the log so the record is not lost (no PHI in it: the patient id is a keyed hash).
+            log.warning(
+                "audit store unavailable; audit record logged instead",
+                extra={"audit": {**record.__dict__, "received_at": record.received_at.isoformat()}},
+            )
+        else:  # a bug, not the database: say so, with the record's id, rather than lose it silently
+            log.exception(
+                "audit write failed", exc_info=exc, extra={"audit_hook_instance": record.hook_instance}
+            )
 
 
 def __getattr__(name: str) -> Any:

@@ -2,11 +2,12 @@
 
 `attach_checklist_link` is called by the app right after the rules ran. When the answer holds a
 `pre.checklist` card it computes the checklist items from the same HookInput, signs a token and adds the
-link to the card — all in memory, microseconds — and queues the snapshot row on a writer thread, so the
-clinician never waits for the database. The writer is the app's single audit-writer thread when it has
-one (`State.audit_pool`): SQLite takes one writer at a time, and a second thread writing beside the
-audit row makes one of the two fail with "database is locked". A failed write is logged; the link then
-opens the "not found" page. A page request that races the write waits for it instead of reporting a
+link to the card — all in memory, microseconds — and queues the snapshot row on the app's group-commit
+writer (`State.writer`, `cds_service.persistence.writer`), so the clinician never waits for the database.
+It is the same single thread that writes the audit rows, usually in the same transaction: SQLite takes one
+writer at a time, and a second thread writing beside the audit row makes one of the two fail with
+"database is locked". A failed write is logged; the link then opens the "not found" page. A page request
+that races the write waits for it (its Future resolves once the batch committed) instead of reporting a
 false "not found".
 """
 
@@ -15,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Connection
 
 from cds_service.checklist import token as tokens
 from cds_service.checklist.storage import Snapshot, SnapshotStore
 from cds_service.invocation import InvocationResult
 from cds_service.logs import patient_hash
 from cds_service.models import Link
-from cds_service.persistence import StoreUnavailable
+from cds_service.persistence import Store, StoreUnavailable
 from hooks.preprocedure import checklist_items
 
 if TYPE_CHECKING:
@@ -37,37 +41,35 @@ CHECKLIST_RULE = "pre.checklist"
 LINK_LABEL = "Open the pre-procedure checklist (consent and time-out)"
 PENDING_WAIT_S = 5.0
 
-_fallback: ThreadPoolExecutor | None = None
-_fallback_lock = threading.Lock()
-_pending: dict[str, Future[None]] = {}
+_pending: dict[str, Future[bool]] = {}
 _pending_lock = threading.Lock()
 
 
-def _writer(state: State) -> Executor:
-    pool = getattr(state, "audit_pool", None)
-    if isinstance(pool, Executor):
-        return pool
-    global _fallback
-    with _fallback_lock:  # one thread: snapshot writes never contend with each other
-        if _fallback is None:
-            _fallback = ThreadPoolExecutor(max_workers=1, thread_name_prefix="va-cds-checklist")
-        return _fallback
+class SnapshotWrites:
+    """Checklist snapshots on the writer thread, batched into its transactions (`write_many`)."""
+
+    what = "checklist snapshot"
+
+    def write(self, store: Store, conn: Connection, snaps: Sequence[Snapshot]) -> None:
+        SnapshotStore(store).write_many(conn, snaps)
+
+    def failed(self, snap: Snapshot, exc: Exception) -> None:
+        if isinstance(exc, StoreUnavailable):
+            log.warning(
+                "checklist snapshot not stored; its link will show 'not found'",
+                extra={"hook_instance": snap.hook_instance, "error": str(exc)},
+            )
+        else:  # a bug, not the database: log it, with what was lost
+            log.exception(
+                "checklist snapshot write failed", exc_info=exc, extra={"hook_instance": snap.hook_instance}
+            )
+
+
+SNAPSHOT_WRITES = SnapshotWrites()
 
 
 def signing_key(state: State) -> bytes:
     return tokens.derive_key(state.hash_key)
-
-
-def _write(store: SnapshotStore, snap: Snapshot) -> None:
-    try:
-        store.save(snap)
-    except StoreUnavailable as exc:
-        log.warning(
-            "checklist snapshot not stored; its link will show 'not found'",
-            extra={"hook_instance": snap.hook_instance, "error": str(exc)},
-        )
-    except Exception:  # a future would swallow it: log it, with what was lost
-        log.exception("checklist snapshot write failed", extra={"hook_instance": snap.hook_instance})
 
 
 def _forget(snapshot_id: str) -> None:
@@ -104,7 +106,7 @@ def attach_checklist_link(state: State, service_id: str, result: InvocationResul
         Link(label=LINK_LABEL, url=f"{base_url.rstrip('/')}/checklist/{token}", type="absolute"),
     ]
     try:
-        future = _writer(state).submit(_write, SnapshotStore(state.store), snap)
+        future = state.writer.submit(SNAPSHOT_WRITES, snap)
     except RuntimeError:  # the writer is shut down: the app is stopping; the link will say "not found"
         log.warning("checklist snapshot not queued: service shutting down")
         return

@@ -8,11 +8,14 @@ deleted once its link has expired. The schema comes from migration 0002 (`v0002_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from cds_service.persistence import Store
 from cds_service.persistence.tables import UTCDateTime, metadata
@@ -30,6 +33,16 @@ checklist_snapshot = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("patient_hash", sa.String(128), nullable=True),
     sa.Column("items", sa.JSON(), nullable=False),
+)
+
+# Built once (see Store.__init__). The id is random (token.new_snapshot_id), so a conflict can only be
+# this very snapshot, committed by a write whose outcome was unclear and now retried: not an error.
+_INSERT = {
+    "sqlite": sqlite.insert(checklist_snapshot).on_conflict_do_nothing(index_elements=["id"]),
+    "postgresql": postgresql.insert(checklist_snapshot).on_conflict_do_nothing(index_elements=["id"]),
+}
+_PURGE_EXPIRED = sa.delete(checklist_snapshot).where(
+    checklist_snapshot.c.expires_at < sa.bindparam("now", type_=UTCDateTime())
 )
 
 
@@ -54,28 +67,40 @@ class SnapshotStore:
         self._store = store
 
     def save(self, snap: Snapshot) -> None:
-        """Insert one snapshot and drop expired ones. Raises StoreUnavailable."""
+        """Insert one snapshot and drop expired ones, in a transaction of its own. Raises StoreUnavailable."""
         # The Store's transaction helper is reused on purpose: it carries the SQLite pragmas and turns
         # every database error into StoreUnavailable, exactly as for audit records.
         with self._store._transaction("writing checklist snapshot") as conn:
-            conn.execute(
-                sa.insert(checklist_snapshot).values(
-                    id=snap.id,
-                    hook_instance=snap.hook_instance,
-                    service=snap.service,
-                    hook=snap.hook,
-                    card_uuid=snap.card_uuid,
-                    created_at=snap.created_at,
-                    expires_at=snap.expires_at,
-                    patient_hash=snap.patient_hash,
-                    items=snap.items,
-                )
-            )
-            # Housekeeping rides on writes (indexed, usually deletes nothing): an expired link can
-            # never be opened again, so its snapshot has no reason to stay.
-            conn.execute(
-                sa.delete(checklist_snapshot).where(checklist_snapshot.c.expires_at < snap.created_at)
-            )
+            self.write_many(conn, [snap])
+
+    @staticmethod
+    def write_many(conn: Connection, snaps: Sequence[Snapshot]) -> None:
+        """Insert snapshots inside the transaction open on `conn` (a writer batch), then drop expired ones.
+
+        One executemany for the rows and one DELETE per call, not per snapshot. Raises SQLAlchemyError.
+        """
+        if not snaps:
+            return
+        conn.execute(
+            _INSERT[conn.dialect.name],
+            [
+                {
+                    "id": snap.id,
+                    "hook_instance": snap.hook_instance,
+                    "service": snap.service,
+                    "hook": snap.hook,
+                    "card_uuid": snap.card_uuid,
+                    "created_at": snap.created_at,
+                    "expires_at": snap.expires_at,
+                    "patient_hash": snap.patient_hash,
+                    "items": snap.items,
+                }
+                for snap in snaps
+            ],
+        )
+        # Housekeeping rides on writes (indexed, usually deletes nothing): an expired link can never be
+        # opened again, so its snapshot has no reason to stay. "Now" is the newest snapshot's creation.
+        conn.execute(_PURGE_EXPIRED, {"now": max(snap.created_at for snap in snaps)})
 
     def load(self, snapshot_id: str) -> Snapshot | None:
         """The snapshot, or None. Raises StoreUnavailable."""

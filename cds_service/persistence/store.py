@@ -11,6 +11,11 @@ Design points, each because of a requirement in issue 7:
   second row.
 * Every method is synchronous and thread-safe (one pooled connection per call), because the app
   calls it through `anyio.to_thread`.
+* Audit records (and checklist snapshots) are not acknowledged to anyone: they are written after the
+  hook response, by the group-commit writer (`cds_service.persistence.writer`), many per transaction
+  with the same commit settings. A crash can lose the few queued but not yet committed; a write that
+  fails is retried on its own and, failing again, logged (the record itself, for audit rows).
+  `write_audits` is the batch form, run inside the writer's transaction; `record_audit` the single one.
 """
 
 from __future__ import annotations
@@ -144,6 +149,14 @@ class Store:
         self.url = _normalise_url(url)
         self._dialect = self.url.get_backend_name()
         self._engine = self._make_engine(self.url)
+        # Built once and reused: constructing a statement (and its cache key) per write showed up in
+        # the writer's profile. Executed with a list of rows they are one executemany each.
+        self._audit_insert = sa.insert(audit).returning(audit.c.id, sort_by_parameter_order=True)
+        # A retried record must not fail on its own cards, hence DO NOTHING on the card uuid.
+        self._card_insert = self._insert(audit_card).on_conflict_do_nothing(index_elements=["uuid"])
+        self._stored_cards = sa.select(audit_card.c.uuid).where(
+            audit_card.c.uuid.in_(sa.bindparam("uuids", expanding=True))
+        )
 
     # ---------------------------------------------------------------------------------------------
     # Engine
@@ -175,13 +188,29 @@ class Store:
         return sa.create_engine(url, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[Connection]:
-        """One committed transaction; any database error becomes StoreUnavailable."""
+    def _transaction(self, what: str, conn: Connection | None = None) -> Iterator[Connection]:
+        """One committed transaction (on `conn` if given, else on a pooled connection for its duration);
+        any database error becomes StoreUnavailable."""
         try:
-            with self._engine.begin() as conn:
-                yield conn
+            if conn is None:
+                with self._engine.begin() as pooled:
+                    yield pooled
+            else:
+                with conn.begin():
+                    yield conn
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {_short(exc)}") from exc
+
+    def connect(self) -> Connection:
+        """A connection of the caller's own, to keep across transactions (the writer thread's).
+
+        Checked out of the pool (so pinged) once; the caller closes it, and replaces it after a
+        failure. Raises StoreUnavailable.
+        """
+        try:
+            return self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"connecting failed: {type(exc).__name__}: {_short(exc)}") from exc
 
     def _insert(self, table: sa.Table) -> Any:
         # Both dialect insert() constructs offer on_conflict_do_nothing; the generic one does not.
@@ -292,43 +321,64 @@ class Store:
     def record_audit(self, record: AuditRecord) -> None:
         """Store one hook call's audit record with its cards. Raises StoreUnavailable."""
         with self._transaction("writing audit record") as conn:
-            if record.cards:
-                # Card uuids are fresh per call, so finding one means this record was already
-                # stored (a retry after an ambiguous failure): don't add an empty duplicate.
-                first = _canonical_card_id(str(record.cards[0]["uuid"]))
-                if conn.execute(sa.select(audit_card.c.uuid).where(audit_card.c.uuid == first)).first():
-                    return
-            audit_id = conn.execute(
-                sa.insert(audit)
-                .values(
-                    hook_instance=record.hook_instance,
-                    service=record.service_id,
-                    hook=record.hook,
-                    received_at=record.received_at,
-                    duration_ms=record.duration_ms,
-                    patient_hash=record.patient_hash,
-                    fhir_outcomes=dict(record.fhir_outcomes),
-                )
-                .returning(audit.c.id)
-            ).scalar_one()
-            if not record.cards:
-                return
-            # One multi-row INSERT (one round trip); a retried record_audit must not fail on its
-            # own cards, hence DO NOTHING on the card uuid.
-            rows = [
-                {
-                    "uuid": _canonical_card_id(str(card["uuid"])),
-                    "audit_id": audit_id,
-                    "position": position,
-                    "rule_id": str(card["rule"]),
-                    "indicator": str(card["indicator"]),
-                    "suggestions": [str(s) for s in card.get("suggestions") or []],
-                }
-                for position, card in enumerate(record.cards)
-            ]
+            self.write_audits(conn, [record])
+
+    def write_audits(self, conn: Connection, records: Sequence[AuditRecord]) -> None:
+        """Insert audit records with their cards, in order, inside the transaction open on `conn`.
+
+        Card uuids are fresh per call, so a record whose first card is already stored was stored
+        before (a retry after an ambiguous failure, or the same record twice in one batch): it is
+        skipped rather than added as an empty duplicate. One SELECT checks the whole batch, one
+        executemany inserts the audit rows and one the cards. Raises SQLAlchemyError; the caller's
+        transaction then rolls back and nothing of the batch is stored.
+        """
+        card_ids = [[_canonical_card_id(str(card["uuid"])) for card in r.cards] for r in records]
+        firsts = [ids[0] for ids in card_ids if ids]
+        seen: set[str] = set()
+        if firsts:
+            seen.update(conn.execute(self._stored_cards, {"uuids": firsts}).scalars())
+        todo: list[tuple[AuditRecord, list[str]]] = []
+        for record, ids in zip(records, card_ids, strict=True):
+            if ids:
+                if ids[0] in seen:
+                    continue
+                seen.add(ids[0])
+            todo.append((record, ids))
+        if not todo:
+            return
+        audit_ids = (
             conn.execute(
-                self._insert(audit_card).values(rows).on_conflict_do_nothing(index_elements=["uuid"])
+                self._audit_insert,
+                [
+                    {
+                        "hook_instance": record.hook_instance,
+                        "service": record.service_id,
+                        "hook": record.hook,
+                        "received_at": record.received_at,
+                        "duration_ms": record.duration_ms,
+                        "patient_hash": record.patient_hash,
+                        "fhir_outcomes": dict(record.fhir_outcomes),
+                    }
+                    for record, _ids in todo
+                ],
             )
+            .scalars()
+            .all()
+        )
+        card_rows = [
+            {
+                "uuid": uid,
+                "audit_id": audit_id,
+                "position": position,
+                "rule_id": str(card["rule"]),
+                "indicator": str(card["indicator"]),
+                "suggestions": [str(s) for s in card.get("suggestions") or []],
+            }
+            for (record, ids), audit_id in zip(todo, audit_ids, strict=True)
+            for position, (card, uid) in enumerate(zip(record.cards, ids, strict=True))
+        ]
+        if card_rows:
+            conn.execute(self._card_insert, card_rows)
 
     def find_audit(self, hook_instance: str) -> AuditRecord | None:
         """The newest audit record for a hookInstance, or None. Raises StoreUnavailable."""
@@ -502,6 +552,6 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_on_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock up front. With a deferred BEGIN, a transaction that reads and then
-    # writes (record_audit's retry check) fails at once with "database is locked" when another connection
+    # writes (write_audits' retry check) fails at once with "database is locked" when another connection
     # commits in between: WAL cannot upgrade a stale read snapshot, and the busy timeout does not apply.
     conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -331,10 +331,10 @@ def test_token_round_trip_and_expiry_boundary() -> None:
 def test_failed_snapshot_write_never_breaks_the_hook_response(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: SnapshotStore, snap: Any) -> None:
+    def broken(conn: Any, snaps: Any) -> None:
         raise StoreUnavailable("database down")
 
-    monkeypatch.setattr(SnapshotStore, "save", broken)
+    monkeypatch.setattr(SnapshotStore, "write_many", staticmethod(broken))
     body = order_sign_request(client.get("/cds-services").json())
     resp = client.post(SERVICE_URL, json=body)
     assert resp.status_code == 200
