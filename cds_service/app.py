@@ -34,6 +34,7 @@ from cds_service.auth import AuthError, JwtVerifier, load_trust, www_authenticat
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
 from cds_service.errors import ClientError, outcome_response
+from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
 from cds_service.invocation import InvocationResult, invoke
 from cds_service.logs import configure_logging, log_request, patient_hash
@@ -184,6 +185,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        settle_heap()  # everything is loaded: freeze it out of the collector's way (see gc_tuning)
         yield
         await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows and snapshots
         if http_client is None and state._http is not None:
@@ -314,8 +316,7 @@ def create_app(
         # In memory only (signed token, card link); the snapshot row is written off the response path.
         attach_checklist_link(state, svc.id, result, base)
         duration = time.perf_counter() - started
-        response = HookResponse(cards=result.cards)
-        body = orjson.dumps(response.model_dump(mode="json", exclude_none=True))
+        body = HookResponse(cards=result.cards).to_json()
         _observe(state, svc, req, result, duration)
         record = _audit_record(state, svc, req, result, received, duration)
         # Off the request cycle entirely: a BackgroundTask would hold the keep-alive connection (and so the
@@ -393,6 +394,8 @@ def _observe(
     for key, outcome in result.outcomes.items():
         if not outcome.available:
             m.fhir_fetch_failures_total.labels(key=key, reason=outcome.reason or outcome.status).inc()
+    if not access_log.isEnabledFor(logging.INFO):
+        return  # the request line is off (log level WARNING or above): build none of it
     pid = req.context.get("patientId")
     log_request(
         access_log,
