@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ from cds_service.invocation import InvocationResult
 from cds_service.logs import patient_hash
 from cds_service.models import Link
 from cds_service.persistence import Store, StoreUnavailable
-from hooks.preprocedure import checklist_items
+from hooks.preprocedure import ChecklistItem, checklist_items
 
 if TYPE_CHECKING:
     from cds_service.app import State
@@ -68,6 +68,14 @@ class SnapshotWrites:
 SNAPSHOT_WRITES = SnapshotWrites()
 
 
+_ITEM_FIELDS = tuple(f.name for f in fields(ChecklistItem))
+
+
+def _row(item: ChecklistItem) -> dict[str, object]:
+    # Not dataclasses.asdict: it deep-copies field by field, and this runs on the hook's response path.
+    return {name: getattr(item, name) for name in _ITEM_FIELDS}
+
+
 def signing_key(state: State) -> bytes:
     return tokens.derive_key(state.hash_key)
 
@@ -98,7 +106,7 @@ def attach_checklist_link(state: State, service_id: str, result: InvocationResul
         created_at=created,
         expires_at=expires,
         patient_hash=patient_hash(state.hash_key, inp.patient_id) if inp.patient_id else None,
-        items=[asdict(item) for item in checklist_items(inp, fired)],
+        items=[_row(item) for item in checklist_items(inp, fired)],
     )
     token = tokens.issue(signing_key(state), sid, expires)
     card.links = [
