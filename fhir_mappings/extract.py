@@ -671,9 +671,8 @@ class _Extractor:
         for cat in _l(r.get("category")):
             for coding in _l(_get(cat, "coding")):
                 c = coding.get("code") if isinstance(coding, dict) else None
-                if isinstance(c, str) and c:
+                if isinstance(c, str) and c.strip():
                     categories.add(c.strip().lower())
-        categories.discard("")
         if categories and categories <= _NON_SYMPTOM_OBS_CATEGORIES:
             return  # labs, vitals, social history: never a symptom or an exam
         allow_text = r.get("valueQuantity") is None
