@@ -23,7 +23,7 @@ import httpx
 from cds_service.app import create_app
 from cds_service.settings import Settings
 
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "synthea"
+SYNTHEA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "synthea"
 
 
 class _DropWrites:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "synthea"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "synthea"
 HEAVY_PATTERN = "Wendell_Lesch_*.json"
 SERVICE_ID = "va-preprocedure"
 BILLING = frozenset({"Claim", "ExplanationOfBenefit"})

@@ -9,7 +9,7 @@ import pytest
 
 from cds_service.cli import main
 
-SYNTHEA = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "synthea"
+SYNTHEA = Path(__file__).resolve().parents[1] / "fixtures" / "synthea"
 HALLIE = next(SYNTHEA.glob("Hallie_Hoeger_*.json"))
 LUIGI = next(SYNTHEA.glob("Luigi_Wiegand_*.json"))
 

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from cds_service.app import create_app
 from tests.core.conftest import NOW, make_settings
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sandbox-requests"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sandbox-requests"
 SERVICE_FOR_HOOK = {
     "order-select": ["va-preprocedure"],
     "order-sign": ["va-preprocedure"],

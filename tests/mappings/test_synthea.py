@@ -1,4 +1,4 @@
-"""The six Synthea records in ../shared/fixtures/synthea produce the facts their README promises."""
+"""The six Synthea records in tests/fixtures/synthea produce the facts their README promises."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from fhir_mappings.extract import extract_facts
 from fhir_mappings.facts import ClinicalFacts
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "synthea"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "synthea"
 SPINE_INFECTION = {
     "discitis",
     "vertebral-osteomyelitis",
@@ -22,8 +22,6 @@ SPINE_INFECTION = {
     "spondylitis",
     "sepsis-bacteremia",
 }
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared Synthea fixtures not present")
 
 
 @cache

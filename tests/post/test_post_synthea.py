@@ -18,8 +18,6 @@ from hooks import va_postprocedure as post
 from tests.post.factories import POLICY, hook_input, ids
 from tests.shared_paths import SYNTHEA
 
-pytestmark = pytest.mark.skipif(not SYNTHEA.is_dir(), reason="shared Synthea fixtures not present")
-
 
 def _record(prefix: str) -> tuple[list[dict[str, Any]], str, datetime]:
     """Clinical resources (billing dropped, as a prefetch would), the patient id, and the record's end."""
