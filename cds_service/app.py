@@ -48,8 +48,10 @@ from cds_service.models import (
 )
 from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
+from cds_service.persistence.jti import JtiStore
 from cds_service.persistence.writer import GroupCommitWriter, write_now
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
+from cds_service.scale import JtiPurger, check_shared_keys
 from cds_service.settings import Settings
 from fhir_mappings.library import ValueSetLibrary, default_library
 from hooks import build_services
@@ -98,6 +100,10 @@ class State:
         self._http = http
         self.limits = FetchLimits(settings.fhir_deadline_s, settings.fhir_max_pages, settings.fhir_max_bytes)
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
+        # Checklist links are signed with a key derived from this (domain-separated, checklist/token.py).
+        self.link_key = settings.checklist_link_key.encode() if settings.checklist_link_key else self.hash_key
+        # The replay table every worker and replica shares (issue 17): the verifier claims each jti there.
+        self.jti = JtiStore(store)
         # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
         # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
         self._writer: GroupCommitWriter | None = None
@@ -108,9 +114,10 @@ class State:
             trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
             if trust.is_empty:
                 log.warning("authentication is required but no issuer is trusted: every call will get 401")
-            self.verifier = (
-                JwtVerifier(trust, self.http, clock=jwt_clock) if jwt_clock else JwtVerifier(trust, self.http)
+            self.verifier = JwtVerifier(
+                trust, self.http, clock=jwt_clock or time.time, shared_replay=self.jti
             )
+        self.jti_purger = JtiPurger(self.jti, settings.jti_purge_interval_s, clock=jwt_clock or time.time)
 
     @property
     def writer(self) -> GroupCommitWriter:
@@ -168,6 +175,9 @@ def create_app(
     """
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    # Several processes answering with per-process random keys would break links and patient hashes
+    # silently: refuse to start instead, naming the missing keys (cds_service/scale.py).
+    check_shared_keys(settings)
     policy = load_policy(settings.policy_file)  # a malformed policy stops start-up here, naming the key
     library = default_library(settings.valueset_dir)
     services = build_services(policy) if services is None else services
@@ -186,7 +196,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settle_heap()  # everything is loaded: freeze it out of the collector's way (see gc_tuning)
+        if state.verifier is not None:
+            state.jti_purger.start()
         yield
+        await state.jti_purger.stop()
         await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows and snapshots
         if http_client is None and state._http is not None:
             await state._http.aclose()

@@ -51,6 +51,17 @@ class Settings(BaseSettings):
         description="Secret for the keyed hash of patient ids in audit/logs (random per start if unset)",
     )
     checklist_ttl_s: int = Field(default=8 * 3600, ge=60, description="Lifetime of checklist page links")
+    # --- running at scale (issue 17; see cds_service/scale.py) ---
+    checklist_link_key: str | None = Field(
+        default=None,
+        description="Secret signing checklist links (derived from the patient hash key if unset)",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes (`va-cds serve --workers` sets it for them)"
+    )
+    jti_purge_interval_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="How often expired rows leave the shared jti table"
+    )
     log_level: str = Field(default="INFO")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8080, ge=1, le=65535)

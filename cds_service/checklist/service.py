@@ -77,7 +77,9 @@ def _row(item: ChecklistItem) -> dict[str, object]:
 
 
 def signing_key(state: State) -> bytes:
-    return tokens.derive_key(state.hash_key)
+    # `link_key` is VA_CDS_CHECKLIST_LINK_KEY, else the patient hash key: shared by every worker and replica
+    # (start-up refuses otherwise, cds_service/scale.py), so a link issued by one opens on any other.
+    return tokens.derive_key(state.link_key)
 
 
 def _forget(snapshot_id: str) -> None:
