@@ -184,7 +184,8 @@ def create_app(
     for svc in services:
         for template in svc.prefetch.values():
             check_template(template, svc.hooks)
-    store = Store(settings.database_url)
+    pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
+    store = Store(settings.database_url, **pool)
     try:
         store.upgrade()  # migrations on start-up; `va-cds db upgrade` does the same by hand
     except StoreUnavailable:

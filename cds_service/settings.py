@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="Worker processes (`va-cds serve --workers` sets it for them)"
     )
+    db_pool_size: int = Field(
+        default=5, ge=1, le=100, description="PostgreSQL connections kept open per worker process"
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=100, description="Extra PostgreSQL connections a worker may open under load"
+    )
     jti_purge_interval_s: float = Field(
         default=300.0, gt=0, le=86_400, description="How often expired rows leave the shared jti table"
     )

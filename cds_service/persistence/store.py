@@ -144,10 +144,15 @@ def parse_outcome_timestamp(value: str) -> datetime:
 class Store:
     """Audit and feedback persistence over one SQLAlchemy engine (thread-safe)."""
 
-    def __init__(self, url: str) -> None:
-        """Create the engine; does not connect. Raises ValueError for a malformed/unsupported URL."""
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> None:
+        """Create the engine; does not connect. Raises ValueError for a malformed/unsupported URL.
+
+        `pool_size`/`max_overflow` bound this process's PostgreSQL connections (pool_size + max_overflow at
+        most): what the README's "Running at scale" sizes max_connections by. SQLite ignores them.
+        """
         self.url = _normalise_url(url)
         self._dialect = self.url.get_backend_name()
+        self._pool = {"pool_size": pool_size, "max_overflow": max_overflow}
         self._engine = self._make_engine(self.url)
         # Built once and reused: constructing a statement (and its cache key) per write showed up in
         # the writer's profile. Executed with a list of rows they are one executemany each.
@@ -185,7 +190,9 @@ class Store:
             connect_args["options"] = (
                 f"-c synchronous_commit=on -c statement_timeout={_PG_STATEMENT_TIMEOUT_MS}"
             )
-        return sa.create_engine(url, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
+        return sa.create_engine(
+            url, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args, **self._pool
+        )
 
     @contextmanager
     def _transaction(self, what: str, conn: Connection | None = None) -> Iterator[Connection]:
