@@ -18,8 +18,9 @@ from pathlib import Path
 
 from benchmarks.cases import Config, case_fetch, case_floor, case_http, case_peer, case_scaling
 from benchmarks.report import RESULTS, CaseResult, machine_info, write_results
+from benchmarks.workers import case_workers
 
-CASES = ("floor", "http", "fetch", "scaling", "peer")
+CASES = ("floor", "http", "fetch", "scaling", "workers", "peer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "http": lambda: case_http(cfg),
         "fetch": lambda: case_fetch(cfg),
         "scaling": lambda: case_scaling(cfg),
+        "workers": lambda: case_workers(cfg),
         "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
     }
     machine = machine_info()
