@@ -51,7 +51,7 @@ from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUn
 from cds_service.persistence.jti import JtiStore
 from cds_service.persistence.writer import GroupCommitWriter, write_now
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
-from cds_service.scale import JtiPurger, check_shared_keys
+from cds_service.scale import JtiPurger, SharedJti, check_shared_keys
 from cds_service.settings import Settings
 from fhir_mappings.library import ValueSetLibrary, default_library
 from hooks import build_services
@@ -104,6 +104,7 @@ class State:
         self.link_key = settings.checklist_link_key.encode() if settings.checklist_link_key else self.hash_key
         # The replay table every worker and replica shares (issue 17): the verifier claims each jti there.
         self.jti = JtiStore(store)
+        self.shared_jti = SharedJti(self.jti)  # group-committed claims (persistence/jti.py JtiClaimer)
         # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
         # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
         self._writer: GroupCommitWriter | None = None
@@ -115,7 +116,7 @@ class State:
             if trust.is_empty:
                 log.warning("authentication is required but no issuer is trusted: every call will get 401")
             self.verifier = JwtVerifier(
-                trust, self.http, clock=jwt_clock or time.time, shared_replay=self.jti
+                trust, self.http, clock=jwt_clock or time.time, shared_replay=self.shared_jti
             )
         self.jti_purger = JtiPurger(self.jti, settings.jti_purge_interval_s, clock=jwt_clock or time.time)
 
@@ -201,6 +202,7 @@ def create_app(
             state.jti_purger.start()
         yield
         await state.jti_purger.stop()
+        await anyio.to_thread.run_sync(state.shared_jti.close)
         await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows and snapshots
         if http_client is None and state._http is not None:
             await state._http.aclose()

@@ -14,18 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 
 import anyio.to_thread
 
-from cds_service.persistence.jti import JtiStore
+from cds_service.persistence.jti import JtiClaimer, JtiStore
 from cds_service.persistence.store import StoreUnavailable
 from cds_service.settings import Settings
 
 log = logging.getLogger("va_cds.scale")
 
-__all__ = ["JtiPurger", "MissingSharedKeys", "check_shared_keys", "missing_shared_keys", "runs_shared"]
+__all__ = [
+    "JtiPurger",
+    "MissingSharedKeys",
+    "SharedJti",
+    "check_shared_keys",
+    "missing_shared_keys",
+    "runs_shared",
+]
 
 
 class MissingSharedKeys(RuntimeError):
@@ -66,6 +74,32 @@ def check_shared_keys(settings: Settings, workers: int | None = None) -> None:
             + ". Set them to the same random secret on every worker and replica "
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
         )
+
+
+class SharedJti:
+    """The verifier's `SharedReplay`: claims go through a group-commit `JtiClaimer`, started on first use
+    and stopped (after committing what is queued) by `close()`; the next use starts a new one, so an app
+    object survives several lifespans, as the audit writer does."""
+
+    def __init__(self, jti: JtiStore) -> None:
+        self._jti = jti
+        self._claimer: JtiClaimer | None = None
+        self._lock = threading.Lock()
+
+    def _current(self) -> JtiClaimer:
+        with self._lock:
+            if self._claimer is None:
+                self._claimer = JtiClaimer(self._jti)
+            return self._claimer
+
+    async def claim(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
+        return await asyncio.wrap_future(self._current().submit(iss, jti, expires_at, now))
+
+    def close(self) -> None:
+        with self._lock:
+            claimer, self._claimer = self._claimer, None
+        if claimer is not None:
+            claimer.close()
 
 
 class JtiPurger:

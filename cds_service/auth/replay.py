@@ -25,9 +25,9 @@ __all__ = ["ReplayCache", "SharedReplay"]
 class SharedReplay(Protocol):
     """A replay store shared by every process that can answer (the database's `jti` table)."""
 
-    def claim(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
-        """Atomically record the pair; False when a live record already holds it. Blocking; may raise
-        anything when the store cannot answer (the verifier then refuses the token)."""
+    async def claim(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
+        """Atomically record the pair; False when a live record already holds it. May raise anything when
+        the store cannot answer (the verifier then refuses the token)."""
         ...
 
 

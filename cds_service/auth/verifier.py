@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import anyio.to_thread
 import httpx
 
 from .errors import AuthError
@@ -266,9 +265,8 @@ class JwtVerifier:
         self, shared: SharedReplay, iss: str, jti: str, expires_at: float, now: float
     ) -> None:
         try:
-            # A blocking database round trip: off the event loop. Atomicity comes from the store's unique
-            # key, not from the absence of an await.
-            claimed = await anyio.to_thread.run_sync(shared.claim, iss, jti, expires_at, now)
+            # Atomicity comes from the store's unique key, not from the absence of an await.
+            claimed = await shared.claim(iss, jti, expires_at, now)
         except Exception as exc:
             # Fail closed: without the shared answer another process may already have accepted this token.
             # Forget the local record so a retry is told the real reason, not "replayed".

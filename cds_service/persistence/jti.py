@@ -15,15 +15,25 @@ then a stale row must not refuse an issuer that reuses a jti after its token exp
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cds_service.persistence.store import Store
+from cds_service.persistence.store import Store, StoreUnavailable
 from cds_service.persistence.tables import metadata
 
-__all__ = ["JtiStore", "jti_table"]
+__all__ = ["JtiClaimer", "JtiStore", "jti_table"]
+
+log = logging.getLogger(__name__)
+
+#: Most claims committed in one transaction.
+MAX_BATCH = 256
 
 # Registered on the shared metadata so `alembic revision --autogenerate` sees it as existing schema.
 jti_table = sa.Table(
@@ -75,6 +85,22 @@ class JtiStore:
             ).first()
         return row is not None
 
+    def claim_many(self, claims: Sequence[tuple[str, str, float, float]]) -> list[bool]:
+        """`claim` for each (iss, jti, expires_at, now), in order, in ONE committed transaction.
+
+        The same pair twice in `claims` is claimed by the first only. Raises StoreUnavailable (then none is
+        known to be claimed: every caller must refuse its token).
+        """
+        with self._store._transaction(f"claiming {len(claims)} jti") as conn:
+            return [
+                conn.execute(
+                    self._claim,
+                    {"key": jti_key(iss, jti), "expires_at": math.ceil(exp), "now": math.floor(now)},
+                ).first()
+                is not None
+                for iss, jti, exp, now in claims
+            ]
+
     def purge(self, now: float) -> int:
         """Delete rows whose token can no longer be accepted; how many went. Raises StoreUnavailable."""
         with self._store._transaction("purging expired jti rows") as conn:
@@ -85,3 +111,76 @@ class JtiStore:
         """Rows currently stored (live or not yet purged). Raises StoreUnavailable."""
         with self._store._transaction("counting jti rows") as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(jti_table)).scalar_one())
+
+
+_Claim = tuple[str, str, float, float]
+
+
+class JtiClaimer:
+    """Group commit for claims: one thread commits every claim queued meanwhile in one transaction.
+
+    Under load every request of every worker claims a jti before it is answered. One transaction each
+    means one fsync each and, on SQLite, every request thread of every worker queueing for the single write
+    lock (and sleeping in SQLite's busy handler when it misses it). Here the requests of a process wait
+    for their Future while one thread commits them together: the busier, the more claims per commit,
+    exactly like the audit writer (`cds_service.persistence.writer`). A claim is answered only after its
+    transaction committed, so a replay reaching another process afterwards is refused. If the transaction
+    fails every Future in it fails (StoreUnavailable): the verifier then refuses those tokens.
+    """
+
+    def __init__(self, jti: JtiStore, *, max_batch: int = MAX_BATCH, thread_name: str = "va-cds-jti") -> None:
+        self._jti = jti
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[_Claim, Future[bool]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._thread.start()
+
+    def submit(self, iss: str, jti: str, expires_at: float, now: float) -> Future[bool]:
+        """Queue a claim; its Future: True (claimed), False (replay), or raises. RuntimeError once closed."""
+        future: Future[bool] = Future()
+        future.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel the claim
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the jti claimer is shut down")
+            self._queue.put(((iss, jti, expires_at, now), future))
+        return future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[tuple[_Claim, Future[bool]]] = []
+            item = self._queue.get()
+            while True:
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+                if len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if not batch:
+                continue
+            try:
+                results = self._jti.claim_many([claim for claim, _ in batch])
+            except Exception as exc:  # StoreUnavailable, or a bug: either way nobody may be accepted
+                if not isinstance(exc, StoreUnavailable):
+                    log.exception("jti claim batch failed")
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), claimed in zip(batch, results, strict=True):
+                future.set_result(claimed)

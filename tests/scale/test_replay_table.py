@@ -13,8 +13,9 @@ import pytest
 
 from cds_service.auth import AuthError, JwtVerifier, TrustConfig
 from cds_service.persistence import Store
-from cds_service.persistence.jti import JtiStore
-from cds_service.scale import JtiPurger
+from cds_service.persistence.jti import JtiClaimer, JtiStore
+from cds_service.persistence.store import StoreUnavailable
+from cds_service.scale import JtiPurger, SharedJti
 from tests.auth.conftest import AUD, ISS, NOW, TENANT_ISS, Minter, keys, mint, static_jwks, trust
 
 __all__ = ["keys", "mint", "static_jwks", "trust"]  # fixtures borrowed from tests/auth
@@ -76,21 +77,24 @@ def test_a_token_replayed_to_another_worker_is_refused(mint: Minter, trust: Trus
 
     async def run() -> None:
         async with httpx.AsyncClient() as http:
-            await _verifier(trust, http, JtiStore(first)).verify(header, [AUD])
+            await _verifier(trust, http, shared[0]).verify(header, [AUD])
             with pytest.raises(AuthError) as err:
-                await _verifier(trust, http, JtiStore(second)).verify(header, [AUD])
+                await _verifier(trust, http, shared[1]).verify(header, [AUD])
             assert err.value.reason == "replayed"
 
+    shared = [SharedJti(JtiStore(first)), SharedJti(JtiStore(second))]
     try:
         asyncio.run(run())
     finally:
+        for s in shared:
+            s.close()
         first.close()
         second.close()
 
 
 class _Down:
-    def claim(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
-        raise ConnectionError("database unreachable")
+    async def claim(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
+        raise StoreUnavailable("claiming jti failed: OperationalError: connection refused")
 
 
 def test_an_unreachable_replay_table_refuses_the_token(mint: Minter, trust: TrustConfig) -> None:
@@ -115,9 +119,7 @@ def test_a_full_local_cache_defers_to_the_shared_table(
 ) -> None:
     async def run() -> None:
         async with httpx.AsyncClient() as http:
-            verifier = JwtVerifier(
-                trust, http, clock=lambda: NOW, replay_cache_size=1, shared_replay=JtiStore(store)
-            )
+            verifier = JwtVerifier(trust, http, clock=lambda: NOW, replay_cache_size=1, shared_replay=shared)
             tokens = ["Bearer " + mint() for _ in range(3)]
             for token in tokens:
                 await verifier.verify(token, [AUD])  # the local cache is full after the first
@@ -125,4 +127,38 @@ def test_a_full_local_cache_defers_to_the_shared_table(
                 await verifier.verify(tokens[2], [AUD])
             assert err.value.reason == "replayed"
 
-    asyncio.run(run())
+    shared = SharedJti(JtiStore(store))
+    try:
+        asyncio.run(run())
+    finally:
+        shared.close()
+
+
+def test_group_committed_claims_from_many_threads_win_once_each(store: Store) -> None:
+    """Claims queued together commit together; a pair queued twice (even in one batch) is won once."""
+    claimer = JtiClaimer(JtiStore(store))
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            futures = list(pool.map(lambda n: claimer.submit(ISS, f"batch-{n % 50}", EXP, NOW), range(200)))
+        results = [f.result(timeout=30) for f in futures]
+    finally:
+        claimer.close()
+    wins = {f"batch-{n}": 0 for n in range(50)}
+    for n, won in enumerate(results):
+        wins[f"batch-{n % 50}"] += won
+    assert set(wins.values()) == {1}
+    with pytest.raises(RuntimeError):
+        claimer.submit(ISS, "late", EXP, NOW)
+
+
+def test_a_failed_claim_batch_fails_every_claim_in_it(db_url: str) -> None:
+    store = Store(db_url)  # no schema: the INSERT fails
+    claimer = JtiClaimer(JtiStore(store))
+    try:
+        futures = [claimer.submit(ISS, f"x-{n}", EXP, NOW) for n in range(5)]
+        for f in futures:
+            with pytest.raises(StoreUnavailable):
+                f.result(timeout=30)
+    finally:
+        claimer.close()
+        store.close()
