@@ -195,7 +195,7 @@ def smart_router(state: State) -> APIRouter:
         cookie = request.cookies.get(COOKIE)
         if not cookie or len(cookie) > 100:
             raise Refusal(
-                401,
+                403,
                 "No launched checklist in this window",
                 "This page only opens after a launch from the EHR, in the same browser window.",
                 "Launch the checklist again from the card in the EHR.",
@@ -203,7 +203,7 @@ def smart_router(state: State) -> APIRouter:
         row = await db(store.load, s.session_id(cookie))
         if row is None or row.phase != s.ACTIVE:
             raise Refusal(
-                401,
+                403,
                 "This checklist session has ended",
                 "The session was filed, refused, replaced or never completed.",
                 "Launch the checklist again from the card in the EHR.",
@@ -218,7 +218,7 @@ def smart_router(state: State) -> APIRouter:
             )
         data = s.unseal(app_key, cookie, row.sealed)
         if data is None:
-            raise Refusal(401, "This checklist session has ended", "The session could not be opened.")
+            raise Refusal(403, "This checklist session has ended", "The session could not be opened.")
         return Active(
             cookie=cookie,
             row=row,

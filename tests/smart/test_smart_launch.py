@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from cds_service.checklist import token as tokens
 from cds_service.logs import patient_hash
+from tests.core.test_openapi import assert_documented
 from tests.smart.conftest import SECRET, App
 from tests.smart.ehr import Ehr
 from tests.smart.flow import authorize, browser, csrf, launch, launched, smart_link
@@ -24,7 +25,7 @@ def _rows(app: App, table: str) -> list[dict[str, Any]]:
     engine = sa.create_engine(app.database_url)
     try:
         with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text(f"SELECT * FROM {table}"))]  # noqa: S608
+            return [dict(r._mapping) for r in conn.execute(sa.text(f"SELECT * FROM {table}"))]
     finally:
         engine.dispose()
 
@@ -57,6 +58,7 @@ def test_launch_authorize_banner_file_and_read_back(
     with browser() as http:
         redirect = launch(http, app, ehr, link)
         assert redirect.status_code == 302
+        assert_documented(redirect, "/smart/launch", "get")
         query = dict(parse_qsl(urlsplit(redirect.headers["location"]).query))
         assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
         assert query["aud"] == ehr.fhir_base and query["scope"].split() == [
@@ -70,15 +72,18 @@ def test_launch_authorize_banner_file_and_read_back(
         assert "httponly" in cookie and "samesite=lax" in cookie and "path=/smart" in cookie
         back = http.get(authorize(http, redirect).headers["location"])
         assert back.status_code == 303 and back.headers["location"] == f"{app.base}/smart/checklist"
+        assert_documented(back, "/smart/callback", "get")
         page = http.get(back.headers["location"])
         assert page.status_code == 200
+        assert_documented(page, "/smart/checklist", "get")
         assert "Marta Testwoman" in page.text and "1948-03-02" in page.text and "MRN-400117" in page.text
         assert page.headers["cache-control"] == "no-store"
         filed = _file(http, app, page.text, TICKS, "Consent signed")
         assert filed.status_code == 200, filed.text
+        assert_documented(filed, "/smart/file", "post")
         assert "Checklist filed in the chart" in filed.text
         # The session ended with the filing: its token is gone.
-        assert http.get(f"{app.base}/smart/checklist").status_code == 401
+        assert http.get(f"{app.base}/smart/checklist").status_code == 403
 
     (rid,) = [rid for rid in ehr.resources if rid in filed.text]
     assert 'id="resource-version">1<' in filed.text
@@ -130,9 +135,10 @@ def test_wrong_patient_is_refused_and_nothing_is_written(app: App, ehr: Ehr) -> 
     with browser() as http:
         answer = launched(http, app, ehr, link, patient="p2")
         assert answer.status_code == 403
+        assert_documented(answer, "/smart/callback", "get")
         assert "Wrong patient" in answer.text and "nothing was written" in answer.text
         assert "Otherman" not in answer.text  # no banner, no patient details on the refusal
-        assert http.get(f"{app.base}/smart/checklist").status_code == 401
+        assert http.get(f"{app.base}/smart/checklist").status_code == 403
     assert ehr.resources == before
 
 
@@ -145,6 +151,7 @@ def test_expired_launch_is_refused(app: App, ehr: Ehr) -> None:
         before = ehr.token_requests
         answer = http.get(back.headers["location"])
         assert answer.status_code == 410 and "Launch expired" in answer.text
+        assert_documented(answer, "/smart/callback", "get")
         assert ehr.token_requests == before  # the code was never exchanged
 
 
@@ -234,6 +241,7 @@ def test_ehr_422_is_shown_in_plain_words_with_the_answers_kept(app: App, ehr: Eh
         ehr.fail_next_write = 422
         failed = _file(http, app, page.text, TICKS, "Keep this note")
         assert failed.status_code == 502
+        assert_documented(failed, "/smart/file", "post")
         assert "The checklist was not filed" in failed.text
         assert "refused it (HTTP 422)" in failed.text
         assert "Questionnaire version not accepted by this EHR" in failed.text
@@ -259,6 +267,7 @@ def test_fhir_base_not_in_the_trust_file_is_refused(app: App, ehr: Ehr) -> None:
         ):
             answer = http.get(link["url"], params={"iss": iss, "launch": launch_id})
             assert answer.status_code == 403, iss
+            assert_documented(answer, "/smart/launch", "get")
             assert "not trusted" in answer.text
             assert "set-cookie" not in answer.headers
     assert ehr.discovery_requests == before  # nothing was fetched from an untrusted server
@@ -266,8 +275,8 @@ def test_fhir_base_not_in_the_trust_file_is_refused(app: App, ehr: Ehr) -> None:
 
 def test_checklist_and_file_without_a_session_are_refused(app: App) -> None:
     with browser() as http:
-        assert http.get(f"{app.base}/smart/checklist").status_code == 401
-        assert http.post(f"{app.base}/smart/file", data={"tick": "pre.access"}).status_code == 401
+        assert http.get(f"{app.base}/smart/checklist").status_code == 403
+        assert http.post(f"{app.base}/smart/file", data={"tick": "pre.access"}).status_code == 403
         assert http.get(f"{app.base}/smart/launch").status_code == 400
         assert http.get(f"{app.base}/smart/callback").status_code == 400
 
