@@ -8,6 +8,7 @@ response parsing) is authlib's `AsyncOAuth2Client`; this module only says what S
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,12 @@ import httpx
 import jwt
 from authlib.common.security import generate_token
 from authlib.integrations.base_client import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+with warnings.catch_warnings():
+    # Authlib >= 1.9 prefers the `httpx2` fork and warns when it falls back to httpx, which this project uses
+    # everywhere (and respx mocks); the fallback is supported, so the start-up warning is only noise.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 SCOPES = "launch openid fhirUser patient/Patient.r patient/QuestionnaireResponse.c"
 #: Scopes that allow creating a QuestionnaireResponse (SMART v2 `.c`/`.cruds`; v1 `.write`/`.*`).

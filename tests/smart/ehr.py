@@ -367,7 +367,13 @@ def build_app(ehr: Ehr) -> Flask:
                 f'<form method="post" action="/auth/authorize">{hidden}'
                 '<button name="confirm" value="yes">Allow</button></form>'
             )
-        return server.create_authorization_response(grant_user=user if request.form.get("confirm") else None)
+        try:
+            grant = server.get_consent_grant(end_user=user)  # the same checks again on the posted form
+        except OAuth2Error as error:
+            return outcome(400, "invalid", f"{error.error}: {error.description}")
+        return server.create_authorization_response(
+            grant_user=user if request.form.get("confirm") else None, grant=grant
+        )
 
     @app.post("/auth/token")
     def issue_token() -> Any:
