@@ -292,3 +292,31 @@ def test_filing_without_the_csrf_token_is_refused(app: App, ehr: Ehr) -> None:
         missing = http.post(f"{app.base}/smart/file", data={"tick": "pre.access"})
         assert missing.status_code == 400
         assert ehr.resources == before
+
+
+def test_launch_session_whose_verifier_is_gone_is_refused_without_a_token_request(app: App, ehr: Ehr) -> None:
+    link = smart_link(app)
+    with browser() as http:
+        back = authorize(http, launch(http, app, ehr, link))
+        engine = sa.create_engine(app.database_url)
+        with engine.begin() as conn:  # the sealed verifier lost (or tampered with) in the database
+            conn.execute(
+                sa.text("UPDATE smart_launch_session SET sealed = :x WHERE phase = 'launching'"),
+                {"x": b"\0" * 40},
+            )
+        engine.dispose()
+        before = ehr.token_requests
+        answer = http.get(back.headers["location"])
+        assert answer.status_code == 400 and "PKCE verifier" in answer.text
+        assert ehr.token_requests == before
+
+
+def test_launched_session_expires(app: App, ehr: Ehr) -> None:
+    link = smart_link(app)
+    with browser() as http:
+        page_url = launched(http, app, ehr, link).headers["location"]
+        assert http.get(page_url).status_code == 200
+        app.clock.advance(3601)  # past VA_CDS_SMART_SESSION_TTL_S
+        expired = http.get(page_url)
+        assert expired.status_code == 410 and "expired" in expired.text
+        assert http.get(page_url).status_code == 403  # and the row is gone with its token
