@@ -80,7 +80,12 @@ def allowed_fhir_bases(state: State) -> frozenset[str]:
     authentication off, `VA_CDS_FHIR_SERVERS`), normalised for an exact scheme/host/port/path match."""
     bases = set(load_trust(state.settings).fhir_servers)
     if state.settings.auth_mode == "off":
-        bases |= {b for b in map(normalise_fhir_base, state.settings.fhir_servers) if b}
+        for url in state.settings.fhir_servers:
+            norm = normalise_fhir_base(url)
+            # Same rule as the trust file: https, or plain http only to this machine.
+            if norm is None or not (norm.startswith("https://") or is_loopback_url(norm)):
+                raise ValueError(f"VA_CDS_FHIR_SERVERS: {url!r} is not an https FHIR base URL")
+            bases.add(norm)
     return frozenset(bases)
 
 

@@ -320,3 +320,12 @@ def test_launched_session_expires(app: App, ehr: Ehr) -> None:
         expired = http.get(page_url)
         assert expired.status_code == 410 and "expired" in expired.text
         assert http.get(page_url).status_code == 403  # and the row is gone with its token
+
+
+def test_banner_the_ehr_will_not_give_is_a_visible_warning(app: App, ehr: Ehr) -> None:
+    link = smart_link(app, patient="p3")  # the EHR has no Patient p3 to show
+    with browser() as http:
+        page = http.get(launched(http, app, ehr, link, patient="p3").headers["location"])
+        assert page.status_code == 200
+        assert "Patient details could not be read from the EHR" in page.text
+        assert "confirm the patient in the EHR before filing" in page.text

@@ -52,3 +52,22 @@ def test_malformed_entries_stop_start_up_with_the_problem_named(bad: Any) -> Non
 def test_no_fhir_servers_means_no_smart_launch_is_accepted() -> None:
     config = TrustConfig.from_mapping({"issuers": [{"iss": "https://ehr.test", "jwks": JWKS}]})
     assert config.fhir_servers == frozenset()
+
+
+def test_env_list_counts_only_with_authentication_off(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from cds_service.settings import Settings
+    from cds_service.smart.routes import allowed_fhir_bases
+
+    def bases(**kw: Any) -> frozenset[str]:
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/t.db", **kw)  # type: ignore[call-arg]
+        return allowed_fhir_bases(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+
+    assert bases(auth_mode="off", fhir_servers="https://a.example/fhir/, http://127.0.0.1:9/r4") == {
+        "https://a.example/fhir",
+        "http://127.0.0.1:9/r4",
+    }
+    assert bases(auth_mode="required", fhir_servers="https://a.example/fhir") == frozenset()
+    with pytest.raises(ValueError, match="VA_CDS_FHIR_SERVERS"):
+        bases(auth_mode="off", fhir_servers="http://ehr.example.org/fhir")
