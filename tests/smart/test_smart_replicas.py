@@ -18,8 +18,8 @@ from cds_service.settings import Settings
 from tests.pages.helpers import SERVICE_URL, Clock, checklist_card, order_sign_request
 from tests.persistence.conftest import launch_or_skip
 from tests.pg_server import PostgresServer
-from tests.smart.conftest import SECRET, App, _trust_file
-from tests.smart.ehr import CLIENT_ID, Ehr
+from tests.smart.conftest import SCOPES, SECRET, App, _trust_file
+from tests.smart.ehr import CLIENT_ID, Client, Ehr
 from tests.smart.flow import authorize, csrf
 
 
@@ -38,14 +38,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"smart_{uuid.uuid4().hex[:12]}")
 
 
-def _replica(database_url: str, trust: Path, public_base: str, clock: Clock) -> Any:
+def _replica(database_url: str, trust: Path, public_base: str, clock: Clock, **extra: Any) -> Any:
     settings = Settings(  # type: ignore[call-arg]
         auth_mode="off",
         trust_file=trust,
         database_url=database_url,
         patient_hash_key=SECRET,  # shared by the replicas, as the README requires
-        smart_client_id=CLIENT_ID,
         public_base_url=public_base,
+        **{"smart_client_id": CLIENT_ID, **extra},
     )
     return create_app(settings, clock=clock)
 
@@ -89,3 +89,27 @@ def test_a_launch_begun_on_one_replica_finishes_on_another(
         assert "Checklist filed in the chart" in filed.text
         # Ended for both: the session row (and the sealed token in it) is gone.
         assert a.get("/smart/checklist", cookies={"va_cds_smart": cookie}).status_code == 403
+
+
+def test_confidential_client_authenticates_with_its_secret(app: App, ehr: Ehr, tmp_path: Path) -> None:
+    """With VA_CDS_SMART_CLIENT_SECRET the token request carries HTTP Basic client authentication; the
+    authorization server (configured to require it for this client) issues the token."""
+    ehr.clients["va-cds-confidential"] = Client(
+        "va-cds-confidential", [f"{app.base}/smart/callback"], SCOPES, client_secret="s3cret-for-tests"
+    )
+    clock = Clock()
+    trust = _trust_file(tmp_path, ehr.fhir_base)
+    url = f"sqlite:///{tmp_path / 'confidential.db'}"
+    for secret, expected in (("wrong-secret", 502), ("s3cret-for-tests", 303)):
+        extra = {"smart_client_id": "va-cds-confidential", "smart_client_secret": secret}
+        with TestClient(_replica(url, trust, app.base, clock, **extra)) as c:
+            body = order_sign_request(c.get("/cds-services").json())
+            body["hookInstance"] = str(uuid.uuid4())
+            cards = c.post(SERVICE_URL, json=body).json()["cards"]
+            link = next(x for x in checklist_card(cards)["links"] if x["type"] == "smart")
+            query = urlencode({"iss": ehr.fhir_base, "launch": ehr.new_launch("p1", link["appContext"])})
+            started = c.get(f"/smart/launch?{query}", follow_redirects=False)
+            with httpx.Client(timeout=10, follow_redirects=False) as browser:
+                back = authorize(browser, started)
+            answer = c.get(back.headers["location"].removeprefix(app.base), follow_redirects=False)
+            assert answer.status_code == expected, answer.text
