@@ -1,4 +1,5 @@
-"""The five benchmark cases. Each returns a CaseResult: printed lines, targets, raw figures.
+"""Benchmark cases 1–5 (case 6, `workers`, is in benchmarks/workers.py). Each returns a CaseResult:
+printed lines, targets, raw figures.
 
 Every figure is a ratio or a percentile between subjects measured in the same run, interleaved where
 they run in one process, so machine load and drift hit them alike.
