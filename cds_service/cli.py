@@ -7,7 +7,7 @@ import sys
 USAGE = """usage: va-cds <command> [options]
 
 commands:
-  serve                      start the service with uvicorn (settings from VA_CDS_* variables)
+  serve [--workers N]        start the service with uvicorn (settings from VA_CDS_* variables)
   evaluate FILE [options]    run a hook offline on a request or patient Bundle and print the cards
   db upgrade                 apply database migrations
   report overrides [--since DATE] [--csv PATH|-]   override rates per rule
