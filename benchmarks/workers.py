@@ -167,8 +167,11 @@ def case_workers(cfg: Config) -> CaseResult:
 
         async def drive() -> None:
             for server in subjects.values():
-                warm = _requests(server.port, path, w.body, signer.tokens(aud, 20))
-                await loadgen.warm_up("127.0.0.1", server.port, warm, 20)
+                # Concurrent, on several connections: every worker process gets warm, not just the first.
+                warm = _requests(server.port, path, w.body, signer.tokens(aud, 120))
+                await loadgen.closed_loop(
+                    "127.0.0.1", server.port, warm, concurrency=8, duration_s=30.0, max_requests=120
+                )
             saturation: dict[str, list[loadgen.LoadResult]] = {n: [] for n in subjects if "pg" not in n}
             order = list(saturation)
             for round_no in range(cfg.workers_rounds):
