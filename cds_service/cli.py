@@ -34,8 +34,8 @@ def serve(argv: list[str]) -> int:
         help="worker processes (about one per core; see the README's 'Running at scale')",
     )
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if not 1 <= args.workers <= 64:  # the range VA_CDS_WORKERS accepts (settings.py)
+        parser.error("--workers must be between 1 and 64")
     try:
         # Before any worker starts: N processes with per-process random keys would break checklist links
         # and patient hashes between them without an error anywhere (issue 17).
