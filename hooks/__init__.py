@@ -8,6 +8,6 @@ from hooks.policy import Policy
 
 def build_services(policy: Policy) -> list[ServiceDefinition]:
     """Every clinical service, configured with the institution's policy."""
-    from hooks import va_discharge, va_postprocedure, va_preprocedure
+    from hooks import discharge, postprocedure, va_preprocedure
 
-    return [va_preprocedure.service(policy), va_postprocedure.service(policy), va_discharge.service(policy)]
+    return [va_preprocedure.service(policy), *postprocedure.services(policy), discharge.service(policy)]
