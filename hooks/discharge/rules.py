@@ -51,9 +51,9 @@ _NEURO_TEXT = re.compile(r"\bneuro(logical|logic)?\s*(exam|examination|assessmen
 
 RED_FLAG_LINES = (
     "Fever or chills.",
-    "Redness, swelling, discharge or bleeding where the needle went in.",
+    "Wound problems: redness, swelling, discharge or bleeding where the needle went in.",
     "New pain shooting down an arm or leg, numbness or weakness; trouble with bladder or bowel control.",
-    "Breathlessness, chest pain or pain on breathing.",
+    "Shortness of breath, chest pain or pain on breathing.",
     "Sudden new or much worse back pain (a new fracture is possible).",
 )
 FOLLOWUP_LINES = (
@@ -149,13 +149,13 @@ def documentation(c: DischargeContext) -> DischargeFinding | None:
     va = c.va
     missing: list[str] = []
     if not (va.has_level or va.level):
-        missing.append("level(s) treated")
+        missing.append("Level(s) treated")
     if not va.has_approach:
-        missing.append("approach (uni-/bipedicular, trans-/extrapedicular)")
+        missing.append("Approach (uni-/bipedicular, trans-/extrapedicular)")
     if not va.has_cement_details:
-        missing.append("cement brand, lot and volume")
+        missing.append("Cement details: brand, lot and volume")
     if not va.has_complications:
-        missing.append("complications (or a note stating none)")
+        missing.append("Complications (or a note stating none)")
     if not missing:
         return None
     return DischargeFinding(

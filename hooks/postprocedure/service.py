@@ -7,6 +7,7 @@ Flow: scope (a VA within the look-back, patient alive) → facts → each rule i
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from cds_service.contracts import CardSpec, Handler, HookInput, ServiceDefinition
 from hooks.common import data_unavailable_card
@@ -49,6 +50,10 @@ def findings_for(inp: HookInput, policy: Policy) -> tuple[list[PostFinding], lis
             findings.append(found)
     fu = followup(ctx)
     if fu is not None:
+        if inp.unavailable & set(keys.CHECKS_BY_KEY):
+            # Nothing fired, but not everything could be checked: the reminder must not read as an all-clear.
+            note = "some checks could not run (see the data-unavailable card): not an all-clear"
+            fu = replace(fu, lines=(*fu.lines, note))
         findings.append(fu)
     return findings, failed
 

@@ -7,7 +7,8 @@ import re
 from datetime import timedelta
 
 from fhir_mappings.facts import EncounterFact, Evidence, ProcedureFact
-from hooks import va_discharge as dis
+from hooks import discharge
+from hooks.discharge import rules as dis
 from tests.post.factories import (
     ENCOUNTER,
     NOW,
@@ -175,7 +176,7 @@ def test_discharge_cards_are_valid_and_short() -> None:
 
 
 def test_discharge_service_definition() -> None:
-    svc = dis.service(POLICY)
+    svc = discharge.service(POLICY)
     assert svc.id == "va-discharge" and svc.hooks == ("encounter-discharge",)
     assert {d.rule_id for d in svc.rules} == set(dis.DISCHARGE_RULE_IDS)
     assert svc.prefetch["encounter"] == "Encounter/{{context.encounterId}}"

@@ -12,11 +12,15 @@ from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
 from cds_service.settings import Settings
-from hooks import va_discharge, va_postprocedure
+from hooks import discharge, postprocedure
+from hooks.discharge import prefetch as discharge_keys
 from hooks.policy import load_policy
+from hooks.postprocedure import prefetch as post_keys
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 VA_AT = NOW - timedelta(days=2)
+ENCOUNTER_START = "/cds-services/va-postprocedure-encounter-start"
+PATIENT_VIEW = "/cds-services/va-postprocedure-patient-view"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("post-http") / "va-cds.db"
     settings = Settings(auth_mode="off", database_url=f"sqlite:///{db}")  # type: ignore[call-arg]
     policy = load_policy()
-    services = [va_postprocedure.service(policy), va_discharge.service(policy)]
+    services = [*postprocedure.services(policy), discharge.service(policy)]
     with TestClient(create_app(settings, services=services, clock=lambda: NOW)) as c:
         yield c
 
@@ -95,7 +99,7 @@ PATIENT = {"resourceType": "Patient", "id": "p1", "birthDate": "1948-03-02", "ge
 
 def prefetch(service: str, **given: Any) -> dict[str, Any]:
     """Every prefetch key of the service (empty searchsets unless given): no FHIR server is needed."""
-    svc = va_postprocedure.PREFETCH if service == "va-postprocedure" else va_discharge.PREFETCH
+    svc = post_keys.PREFETCH if service == "va-postprocedure" else discharge_keys.PREFETCH
     out: dict[str, Any] = {key: searchset() for key in svc}
     out["patient"] = PATIENT
     if "encounter" in out:
@@ -129,9 +133,12 @@ def rules(response: Any) -> list[str]:
 
 def test_discovery_lists_the_post_and_discharge_services(client: TestClient) -> None:
     pairs = [(s["id"], s["hook"]) for s in client.get("/cds-services").json()["services"]]
-    assert ("va-postprocedure", "encounter-start") in pairs
-    assert ("va-postprocedure", "patient-view") in pairs
+    # V2.1: one hook per service id (the Sandbox keeps only the last hook of a repeated id).
+    assert ("va-postprocedure-encounter-start", "encounter-start") in pairs
+    assert ("va-postprocedure-patient-view", "patient-view") in pairs
     assert ("va-discharge", "encounter-discharge") in pairs
+    ids = [service_id for service_id, _ in pairs]
+    assert len(ids) == len(set(ids))
 
 
 def test_encounter_start_with_desaturation_after_the_va_gives_pce_card(client: TestClient) -> None:
@@ -141,7 +148,7 @@ def test_encounter_start_with_desaturation_after_the_va_gives_pce_card(client: T
         vitals=searchset(spo2(88, VA_AT + timedelta(hours=4))),
         medications=searchset(ALENDRONATE),
     )
-    r = client.post("/cds-services/va-postprocedure", json=body("encounter-start", pre))
+    r = client.post(ENCOUNTER_START, json=body("encounter-start", pre))
     assert r.status_code == 200
     assert rules(r) == ["post.pce.suspected"]
     card = r.json()["cards"][0]
@@ -149,9 +156,12 @@ def test_encounter_start_with_desaturation_after_the_va_gives_pce_card(client: T
     assert card["source"]["url"].endswith("/docs/rules/post.pce.suspected")
     refs = [e["reference"] for e in card["extension"]["org.va-cds.evidence"]]
     assert "Procedure/va1" in refs and "Observation/spo2-1" in refs
-    assert card["extension"]["org.va-cds.policy"]["spo2_min_percent"] == 92
-    codes = [s["actions"][0]["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"]]
-    assert codes == ["36643-5", "79077-4", "29303009"]  # chest X-ray, CTPA, ECG
+    assert card["extension"]["org.va-cds.policy"]["spo2_critical_percent"] == 90
+    assert "Policy values" not in card["detail"]
+    resources = [s["actions"][0]["resource"] for s in card["suggestions"]]
+    codes = [r["code"]["coding"][0]["code"] for r in resources]
+    assert codes == ["36572-6", "29303009", "79077-4"]  # portable AP chest X-ray (hypoxic), ECG, CTPA
+    assert {r["priority"] for r in resources} == {"stat"}  # work-up of a critical card
     assert all(s["uuid"] for s in card["suggestions"]) and card["selectionBehavior"] == "any"
     assert card["suggestions"][0]["actions"][0]["resource"]["encounter"] == {"reference": "Encounter/enc1"}
 
@@ -163,13 +173,13 @@ def test_same_desaturation_before_the_va_is_baseline(client: TestClient) -> None
         vitals=searchset(spo2(88, VA_AT - timedelta(days=1))),
         medications=searchset(ALENDRONATE),
     )
-    r = client.post("/cds-services/va-postprocedure", json=body("encounter-start", pre))
+    r = client.post(ENCOUNTER_START, json=body("encounter-start", pre))
     assert rules(r) == ["post.followup"]
 
 
 def test_patient_view_without_therapy_gives_bone_health_card(client: TestClient) -> None:
     pre = prefetch("va-postprocedure", procedures=searchset(va_procedure()))
-    r = client.post("/cds-services/va-postprocedure", json=body("patient-view", pre, encounter=False))
+    r = client.post(PATIENT_VIEW, json=body("patient-view", pre, encounter=False))
     assert r.status_code == 200
     assert rules(r) == ["post.bone-health.untreated"]
     card = r.json()["cards"][0]
@@ -179,7 +189,7 @@ def test_patient_view_without_therapy_gives_bone_health_card(client: TestClient)
 
 def test_no_va_gives_empty_cards(client: TestClient) -> None:
     pre = prefetch("va-postprocedure", vitals=searchset(spo2(80, NOW - timedelta(hours=3))))
-    r = client.post("/cds-services/va-postprocedure", json=body("encounter-start", pre))
+    r = client.post(ENCOUNTER_START, json=body("encounter-start", pre))
     assert r.json() == {"cards": []}
     r = client.post("/cds-services/va-discharge", json=body("encounter-discharge", prefetch("va-discharge")))
     assert r.json() == {"cards": []}
@@ -188,7 +198,7 @@ def test_no_va_gives_empty_cards(client: TestClient) -> None:
 def test_failed_procedures_source_gives_only_data_unavailable(client: TestClient) -> None:
     oo = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
     r = client.post(
-        "/cds-services/va-postprocedure",
+        ENCOUNTER_START,
         json=body("encounter-start", prefetch("va-postprocedure", procedures=oo)),
     )
     assert rules(r) == ["sys.data-unavailable"]
