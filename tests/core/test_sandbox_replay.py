@@ -24,7 +24,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sandbox-requests"
 SERVICE_FOR_HOOK = {
     "order-select": ["va-preprocedure"],
     "order-sign": ["va-preprocedure"],
-    "patient-view": ["va-preprocedure", "va-postprocedure"],
+    "patient-view": ["va-preprocedure", "va-postprocedure-patient-view"],
 }
 
 
