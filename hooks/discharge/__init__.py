@@ -5,6 +5,6 @@ the checks each key feeds), `rules` (one function per rule id), `present` (findi
 pages), `service` (the `va-discharge` ServiceDefinition on encounter-discharge).
 """
 
-from hooks.discharge.service import SERVICE_ID, service
+from hooks.discharge.service import SERVICE_ID, services
 
-__all__ = ["SERVICE_ID", "service"]
+__all__ = ["SERVICE_ID", "services"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cds_service.contracts import RuleDoc
+from hooks.common import CHECK_FAILED_DOC
 from hooks.discharge import rules as r
 
 HOOKS = ("encounter-discharge",)
@@ -79,4 +80,5 @@ RULE_DOCS: tuple[RuleDoc, ...] = (
         (),
         HOOKS,
     ),
+    CHECK_FAILED_DOC,
 )

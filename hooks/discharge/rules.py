@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cds_service.contracts import HookInput, Indicator, md_escape
+from cds_service.contracts import Finding, HookInput, Indicator, OverrideReasonSpec
 from fhir_mappings.facts import ClinicalFacts, Evidence, ProcedureFact
-from hooks.policy import Policy
-from hooks.postprocedure.bone_health import (
+from hooks.common import fmt_date
+from hooks.common.bone_health import (
     bone_orders,
     bone_steps,
     oncology_condition,
     osteoporosis_therapy,
     recent_dxa,
 )
-from hooks.postprocedure.timing import fmt_date, va_end, va_time
+from hooks.common.timing import describe_va, va_end, va_time
+from hooks.policy import Policy
 
 NEURO_EXAM_MISSING = "discharge.neuro-exam-missing"
 RED_FLAGS = "discharge.red-flags"
@@ -65,21 +66,6 @@ FOLLOWUP_LINES = (
 
 
 @dataclass(frozen=True, slots=True)
-class DischargeFinding:
-    rule_id: str
-    indicator: Indicator
-    summary: str
-    lines: tuple[str, ...]
-    steps: tuple[str, ...]
-    evidence: tuple[Evidence, ...]
-    citation: str
-    policy: Mapping[str, Any]
-    orders: tuple[str, ...] = ()
-    recommended: tuple[str, ...] = ()
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class DischargeContext:
     inp: HookInput
     policy: Policy
@@ -92,6 +78,64 @@ class DischargeContext:
     @property
     def now(self) -> datetime:
         return self.inp.now
+
+
+NEURO_OVERRIDES = (
+    OverrideReasonSpec("documented-elsewhere", "Neurological exam documented elsewhere (e.g. nursing notes)"),
+    OverrideReasonSpec("data-outdated", "Data outdated or incorrect in the EHR"),
+    OverrideReasonSpec("not-applicable", "Not applicable to this patient"),
+)
+BONE_OVERRIDES = (
+    OverrideReasonSpec("therapy-elsewhere", "Osteoporosis therapy documented outside this EHR"),
+    OverrideReasonSpec("contraindicated", "Therapy contraindicated or declined — documented"),
+    OverrideReasonSpec("data-outdated", "Data outdated or incorrect in the EHR"),
+    OverrideReasonSpec("not-applicable", "Not applicable to this patient (e.g. non-osteoporotic indication)"),
+)
+MAX_DETAIL_LINES = 8  # V2.8, the core's "*Source: …*" line included
+
+
+@dataclass(frozen=True, slots=True)
+class DischargeFinding(Finding):
+    """A discharge `Finding` plus the orders it asks for (offered once per response by `present.py`)."""
+
+    orders: tuple[str, ...] = ()
+    recommended: tuple[str, ...] = ()
+    reason: str = ""
+
+
+def make_finding(
+    c: DischargeContext,
+    rule_id: str,
+    indicator: Indicator,
+    summary: str,
+    lines: tuple[str, ...],
+    steps: tuple[str, ...],
+    citation: str,
+    policy: Mapping[str, Any],
+    *,
+    evidence: tuple[Evidence, ...] = (),
+    orders: tuple[str, ...] = (),
+    recommended: tuple[str, ...] = (),
+    reason: str = "",
+    overrides: tuple[OverrideReasonSpec, ...] | None = None,
+) -> DischargeFinding:
+    """A discharge finding; detail = the procedure and what was found, then the steps (≤ 8 lines)."""
+    head = f"Procedure: {describe_va(c.va)}"
+    body = [f"{head}: {' '.join(lines)}" if lines else f"{head}."]
+    body += [f"{i}. {step}" for i, step in enumerate(steps[: MAX_DETAIL_LINES - 2], 1)]
+    return DischargeFinding(
+        rule_id=rule_id,
+        indicator=indicator,
+        summary=summary,
+        detail="\n\n".join(body),
+        citation=citation,
+        evidence=evidence or (c.va.evidence,),
+        policy_used=policy,
+        override_reasons=overrides,
+        orders=orders,
+        recommended=recommended,
+        reason=reason,
+    )
 
 
 def neuro_exam_after(facts: ClinicalFacts, after: datetime | None, now: datetime) -> Evidence | None:
@@ -116,7 +160,8 @@ def neuro_exam_missing(c: DischargeContext) -> DischargeFinding | None:
     end = va_end(c.va)
     if neuro_exam_after(c.facts, end, c.now) is not None:
         return None
-    return DischargeFinding(
+    return make_finding(
+        c,
         NEURO_EXAM_MISSING,
         "warning",
         "No neurological exam recorded since the VA: document one before discharge",
@@ -126,20 +171,20 @@ def neuro_exam_missing(c: DischargeContext) -> DischargeFinding | None:
             "Compare with the pre-procedure baseline exam.",
             "Any new deficit: urgent MRI/CT and spine surgery review before the patient leaves.",
         ),
-        (c.va.evidence,),
         CITE_NEURO,
         {},
+        overrides=NEURO_OVERRIDES,
     )
 
 
 def red_flags(c: DischargeContext) -> DischargeFinding:
-    return DischargeFinding(
+    return make_finding(
+        c,
         RED_FLAGS,
         "info",
         "Before discharge, explain the red flags after vertebral augmentation and who to call",
         ("Teach the patient to seek help at once for:",),
         (*RED_FLAG_LINES, "Give the number to call and when to go to the emergency department."),
-        (c.va.evidence,),
         CITE_RED_FLAGS,
         {"discharge_recent_va_days": c.policy.value("discharge_recent_va_days")},
     )
@@ -158,13 +203,13 @@ def documentation(c: DischargeContext) -> DischargeFinding | None:
         missing.append("Complications (or a note stating none)")
     if not missing:
         return None
-    return DischargeFinding(
+    return make_finding(
+        c,
         DOCUMENTATION,
         "info",
         f"Procedure record incomplete: {len(missing)} documentation item(s) missing before discharge",
         (f"Still missing: {'; '.join(missing)}.",),
         ("Also state cement viscosity at injection, radiation dose (DAP) and fluoroscopy time.",),
-        (va.evidence,),
         CITE_DOCUMENTATION,
         {},
     )
@@ -176,33 +221,35 @@ def bone_health(c: DischargeContext) -> DischargeFinding | None:
     if oncology_condition(c.facts, c.now) is not None:
         return None  # oncology manages bone health in myeloma and skeletal metastasis
     dxa = recent_dxa(c.facts, c.now, c.policy.value("dxa_interval_years"))
-    return DischargeFinding(
+    return make_finding(
+        c,
         BONE_HEALTH,
         "warning",
         "No osteoporosis therapy active or planned: agree a bone-health plan before discharge",
         ("No anti-resorptive or anabolic therapy active or planned (calcium/vitamin D alone do not count).",),
         bone_steps(c.policy, dxa),
-        (c.va.evidence, *((dxa,) if dxa else ())),
         CITE_BONE,
         {
             "zoledronic_interval_months": c.policy.value("zoledronic_interval_months"),
             "denosumab_interval_months": c.policy.value("denosumab_interval_months"),
             "dxa_interval_years": c.policy.value("dxa_interval_years"),
         },
-        bone_orders(c.facts, c.policy, c.now),
-        ("dxa",),
+        evidence=(c.va.evidence, *((dxa,) if dxa else ())),
+        orders=bone_orders(c.facts, c.policy, c.now),
+        recommended=("dxa",),
         reason=f"Bone-health plan after vertebral augmentation on {fmt_date(va_time(c.va))}",
+        overrides=BONE_OVERRIDES,
     )
 
 
 def followup(c: DischargeContext) -> DischargeFinding:
-    return DischargeFinding(
+    return make_finding(
+        c,
         FOLLOWUP,
         "info",
         "Book follow-up: clinical review at 2–6 weeks, bone health and fracture screen at 3–6 months",
         (),
         FOLLOWUP_LINES,
-        (c.va.evidence,),
         CITE_FOLLOWUP,
         {},
     )
@@ -217,8 +264,3 @@ RULES: tuple[tuple[str, frozenset[str], Rule], ...] = (
     (BONE_HEALTH, frozenset({"medications", "medicationStatements", "conditions"}), bone_health),
     (FOLLOWUP, frozenset(), followup),
 )
-
-
-def describe(va: ProcedureFact) -> str:
-    where = f" at {md_escape(va.level)}" if va.level else ""
-    return f"VA on {fmt_date(va_time(va))}{where}"

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 from cds_service.contracts import HookInput
 from fhir_mappings.facts import ProcedureFact
+from hooks.common.timing import VA_DONE_STATUSES, va_time
 from hooks.policy import Policy
-from hooks.postprocedure.timing import VA_DONE_STATUSES, va_time
 
 
 def in_encounter(proc: ProcedureFact, inp: HookInput) -> bool:

@@ -4,7 +4,7 @@ Where things are: `scope` (when the services apply), `prefetch` (templates and t
 feeds), `rules` (one function per rule id — add a post rule there and list it in `RULES`), `present`
 (findings → cards: folding, loudness, one order per response), `docs` (rule pages), `service` (the two
 ServiceDefinitions, encounter-start and patient-view). Timing and bone-health helpers shared with the
-discharge service are in `timing` and `bone_health`.
+discharge service are in `hooks.common.timing` and `hooks.common.bone_health`.
 """
 
 from hooks.postprocedure.service import SERVICE_IDS, services

@@ -7,6 +7,7 @@ values and sources); cards carry them only in `org.va-cds.policy`.
 from __future__ import annotations
 
 from cds_service.contracts import Indicator, RuleDoc
+from hooks.common import CHECK_FAILED_DOC
 from hooks.postprocedure import rules as r
 
 HOOKS = ("encounter-start", "patient-view")
@@ -261,4 +262,5 @@ RULE_DOCS: tuple[RuleDoc, ...] = (
         r.CITE_FOLLOWUP,
         ("windows_days.post.followup",),
     ),
+    CHECK_FAILED_DOC,
 )

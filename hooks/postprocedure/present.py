@@ -2,7 +2,8 @@
 
 This file is the interruption budget of the post-procedure services, in one place:
 - One card per problem. A pleural finding drawn from the same evidence as the embolism or hemorrhage card
-  is a line of that card (V2.6/V2.12); it stands alone only for a documented pneumothorax.
+  is folded into that card (V2.6/V2.12: `CardSpec.folded`, listed in `org.va-cds.findings`); it stands
+  alone only for a documented pneumothorax. A finding whose host did not fire stands alone (never dropped).
 - `post.bone-health.untreated` is info while a critical post-procedure card is in the response (V2.12).
 - `post.followup` appears only when no other post-procedure card does.
 - Each order is suggested once per response, on the most severe card that asks for it; work-up offered by a
@@ -16,79 +17,41 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from cds_service.contracts import INDICATOR_ORDER, CardSpec, HookInput, OverrideReasonSpec, SuggestionSpec
+from cds_service.contracts import INDICATOR_ORDER, CardSpec, HookInput, Indicator, SuggestionSpec
 from hooks.orders import ORDERABLES, already_ordered, service_request
 from hooks.postprocedure import rules as r
-from hooks.postprocedure.rules import Order, PostFinding
-from hooks.postprocedure.timing import describe_va
-
-POST_OVERRIDES = (
-    OverrideReasonSpec("already-evaluated", "Already evaluated — complication excluded or being managed"),
-    OverrideReasonSpec("data-outdated", "Data outdated or incorrect in the EHR"),
-    OverrideReasonSpec("not-applicable", "Not applicable to this patient"),
-    OverrideReasonSpec("patient-declined", "Patient declined the work-up — documented"),
-)
-BONE_OVERRIDES = (
-    OverrideReasonSpec("therapy-elsewhere", "Osteoporosis therapy documented outside this EHR"),
-    OverrideReasonSpec("contraindicated", "Therapy contraindicated or declined — documented"),
-    OverrideReasonSpec("data-outdated", "Data outdated or incorrect in the EHR"),
-    OverrideReasonSpec("not-applicable", "Not applicable to this patient (e.g. non-osteoporotic indication)"),
-)
+from hooks.postprocedure.rules import MAX_DETAIL_LINES, MAX_STEPS, Order, PostFinding, compose_detail
 
 # Orders that are the same test for the patient: one of a group per response (a hypoxic patient's
 # portable film and a 2-view film would be two chest X-rays).
 ORDER_GROUP = {"chest-xray-portable": "chest-xray"}
-MAX_EVIDENCE_ITEMS = 3
-MAX_STEPS = 4
-MAX_DETAIL_LINES = 8
+
+Grouped = list[tuple[PostFinding, list[PostFinding]]]
 
 
 def order_group(concept: str) -> str:
     return ORDER_GROUP.get(concept, concept)
 
 
-def resolve_folds(findings: Sequence[PostFinding]) -> list[tuple[PostFinding, list[PostFinding]]]:
+def resolve_folds(findings: Sequence[PostFinding]) -> Grouped:
     """Standalone findings with the findings folded into each; a fold without its host stands alone."""
     hosts: dict[str, list[PostFinding]] = {f.rule_id: [] for f in findings if not f.fold_into}
     standalone: list[PostFinding] = []
     for f in findings:
         host = next((h for h in f.fold_into if h in hosts), None)
         if host is None:
-            standalone.append(f)  # nothing to fold into: said on its own, never dropped
+            standalone.append(f)
             hosts.setdefault(f.rule_id, [])
         else:
             hosts[host].append(f)
     return [(f, hosts[f.rule_id]) for f in standalone]
 
 
-def adjust_loudness(
-    cards: list[tuple[PostFinding, list[PostFinding]]],
-) -> list[tuple[PostFinding, list[PostFinding]]]:
-    """Bone health is info beside a critical card; the follow-up card only when nothing else fired."""
-    critical = any(f.indicator == "critical" for f, _ in cards)
-    others = any(f.rule_id != r.FOLLOWUP for f, _ in cards)
-    out: list[tuple[PostFinding, list[PostFinding]]] = []
-    for f, folded in cards:
-        if f.rule_id == r.FOLLOWUP and others:
-            continue
-        if f.rule_id == r.BONE_HEALTH and critical:
-            f = replace(f, indicator="info")
-        out.append((f, folded))
-    return out
-
-
-def detail_text(f: PostFinding, folded: Sequence[PostFinding]) -> str:
-    """≤ 8 short lines: the evidence in one line, folded findings, the steps, the source."""
-    items = list(f.lines[:MAX_EVIDENCE_ITEMS])
-    for x in folded:
-        items += [line for line in x.lines if line not in items][:1]
-    where = f"After the {describe_va(f.anchor)}" if f.anchor is not None else "After the VA"
-    lines = [f"{where}: {'; '.join(items)}." if items else f"{where}."]
-    lines += [f"Also: {x.fold_line}" for x in folded if x.fold_line][:2]
-    budget = MAX_DETAIL_LINES - len(lines) - 1
-    lines += [f"{i}. {step}" for i, step in enumerate(f.steps[: min(MAX_STEPS, budget)], 1)]
-    lines.append(f"*Source: {f.citation}.*")
-    return "\n\n".join(lines)
+def loudness(f: PostFinding, grouped: Grouped) -> Indicator:
+    """The indicator a finding's card gets in this response (bone health yields to a critical card)."""
+    if f.rule_id == r.BONE_HEALTH and any(g.indicator == "critical" for g, _ in grouped):
+        return "info"
+    return f.indicator
 
 
 def _suggestion(order: Order, f: PostFinding, inp: HookInput, stat: bool) -> SuggestionSpec:
@@ -117,12 +80,16 @@ def _on_record(inp: HookInput, concept: str) -> bool:
 
 def to_cards(findings: Iterable[PostFinding], inp: HookInput) -> list[CardSpec]:
     """The post-procedure cards for one response, most severe first, each order on one card only."""
-    grouped = adjust_loudness(resolve_folds(list(findings)))
-    grouped.sort(key=lambda item: INDICATOR_ORDER[item[0].indicator])  # stable: rule order within a level
+    grouped = resolve_folds(list(findings))
+    if any(f.rule_id != r.FOLLOWUP for f, _ in grouped):
+        grouped = [(f, x) for f, x in grouped if f.rule_id != r.FOLLOWUP]
+    levels = {f.rule_id: loudness(f, grouped) for f, _ in grouped}
+    grouped.sort(key=lambda item: INDICATOR_ORDER[levels[item[0].rule_id]])  # stable within a level
     taken: set[str] = set()
     cards: list[CardSpec] = []
     for f, folded in grouped:
-        stat = f.indicator == "critical"
+        indicator = levels[f.rule_id]
+        stat = indicator == "critical"
         suggestions: list[SuggestionSpec] = []
         for order in (*f.orders, *(o for x in folded for o in x.orders)):
             group = order_group(order.concept)
@@ -131,25 +98,19 @@ def to_cards(findings: Iterable[PostFinding], inp: HookInput) -> list[CardSpec]:
             taken.add(group)
             suggestions.append(_suggestion(order, f, inp, stat))
         suggestions += [s for x in (f, *folded) for s in x.extra_suggestions]
-        evidence = list(f.evidence)
-        policy = dict(f.policy)
+        # Lines: evidence, steps, "**Also:**" + one per fold, and the core's source line.
+        fold_lines = 1 + len(folded) if folded else 0
+        budget = min(MAX_STEPS, MAX_DETAIL_LINES - 2 - fold_lines)
+        policy = dict(f.policy_used)
         for x in folded:
-            evidence += [e for e in x.evidence if e not in evidence]
-            for key, value in x.policy.items():
+            for key, value in x.policy_used.items():
                 policy.setdefault(f"{x.rule_id}.{key}" if key == "window_days" else key, value)
-        cards.append(
-            CardSpec(
-                rule_id=f.rule_id,
-                indicator=f.indicator,
-                summary=f.summary,
-                detail=detail_text(f, folded),
-                citation=f.citation,
-                evidence=tuple(evidence),
-                policy_used=policy,
-                suggestions=tuple(suggestions),
-                override_reasons=None
-                if f.indicator == "info"
-                else (BONE_OVERRIDES if f.rule_id == r.BONE_HEALTH else POST_OVERRIDES),
-            )
+        card = CardSpec.from_finding(
+            f,
+            folded=tuple(folded),
+            indicator=indicator,
+            detail=compose_detail(f.anchor, f.lines, f.steps, budget),
+            suggestions=tuple(suggestions),
         )
+        cards.append(replace(card, policy_used=policy))
     return cards

@@ -13,23 +13,24 @@ To add a rule: write `def my_rule(c: RuleContext) -> PostFinding | None`, add it
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from cds_service.contracts import Indicator, SuggestionSpec, md_escape
+from cds_service.contracts import Finding, Indicator, OverrideReasonSpec, SuggestionSpec, md_escape
 from fhir_mappings.facts import ClinicalFacts, ConditionFact, Evidence, Measurement, ProcedureFact
-from hooks.orders import procedure_reaction_allergy
-from hooks.policy import Policy
-from hooks.postprocedure.bone_health import (
+from hooks.common import fmt_date
+from hooks.common.bone_health import (
     bone_orders,
     bone_steps,
     oncology_condition,
     osteoporosis_therapy,
     recent_dxa,
 )
-from hooks.postprocedure.timing import VaTimeline, fmt_date, level_text, thoracic_or_unknown, va_time
+from hooks.common.timing import VaTimeline, describe_va, level_text, thoracic_or_unknown, va_time
+from hooks.orders import procedure_reaction_allergy
+from hooks.policy import Policy
 
 # ---- rule ids (catalog; never rename) ----
 PCE = "post.pce.suspected"
@@ -103,24 +104,92 @@ class Order:
     label: str | None = None  # button text when it must say more than the orderable's label
 
 
-@dataclass(frozen=True, slots=True)
-class PostFinding:
-    """What one rule found. `present.py` turns findings into cards (standalone or folded)."""
+POST_OVERRIDES = (
+    OverrideReasonSpec("already-evaluated", "Already evaluated — complication excluded or being managed"),
+    OverrideReasonSpec("data-outdated", "Data outdated or incorrect in the EHR"),
+    OverrideReasonSpec("not-applicable", "Not applicable to this patient"),
+    OverrideReasonSpec("patient-declined", "Patient declined the work-up — documented"),
+)
+BONE_OVERRIDES = (
+    OverrideReasonSpec("therapy-elsewhere", "Osteoporosis therapy documented outside this EHR"),
+    OverrideReasonSpec("contraindicated", "Therapy contraindicated or declined — documented"),
+    OverrideReasonSpec("data-outdated", "Data outdated or incorrect in the EHR"),
+    OverrideReasonSpec("not-applicable", "Not applicable to this patient (e.g. non-osteoporotic indication)"),
+)
+MAX_EVIDENCE_ITEMS = 3
+MAX_STEPS = 4
+MAX_DETAIL_LINES = 8  # V2.8, the core's "*Source: …*" line included
 
-    rule_id: str
-    indicator: Indicator
-    summary: str  # problem + action, ≤ 140 characters
-    lines: tuple[str, ...]  # Markdown-safe evidence lines (at most two are shown)
-    steps: tuple[str, ...]  # what to do, in order (at most four are shown)
-    evidence: tuple[Evidence, ...]
-    policy: Mapping[str, Any]
-    citation: str
-    anchor: ProcedureFact | None
+
+@dataclass(frozen=True, slots=True)
+class PostFinding(Finding):
+    """A post-procedure `Finding` plus what presentation needs: the anchoring VA, the orders it asks for
+    (allocated once per response by `present.py`), and where it folds when it shares another card's evidence.
+    """
+
+    anchor: ProcedureFact | None = None
+    lines: tuple[str, ...] = ()  # Markdown-safe evidence items (the first three are shown)
+    steps: tuple[str, ...] = ()  # what to do, in order (the first four are shown)
     orders: tuple[Order, ...] = ()
-    extra_suggestions: tuple[SuggestionSpec, ...] = ()
+    extra_suggestions: tuple[SuggestionSpec, ...] = ()  # non-order suggestions (an AllergyIntolerance)
     fold_into: tuple[str, ...] = ()  # host rule ids, in preference order; empty → a card of its own
-    fold_line: str = ""  # how it reads inside its host card
-    reason: str = ""  # reasonCode text for the orders
+    reason: str = ""  # reasonCode text of the orders
+
+
+def compose_detail(
+    anchor: ProcedureFact | None, lines: Sequence[str], steps: Sequence[str], budget: int
+) -> str:
+    """The evidence in one line, then at most `budget` numbered steps (V2.8: short, no policy block)."""
+    where = f"After the {describe_va(anchor)}" if anchor is not None else "After the VA"
+    items = list(lines[:MAX_EVIDENCE_ITEMS])
+    out = [f"{where}: {'; '.join(items)}." if items else f"{where}."]
+    out += [f"{i}. {step}" for i, step in enumerate(steps[: max(budget, 0)], 1)]
+    return "\n\n".join(out)
+
+
+def make_finding(
+    rule_id: str,
+    indicator: Indicator,
+    summary: str,
+    lines: tuple[str, ...],
+    steps: tuple[str, ...],
+    evidence: tuple[Evidence, ...],
+    policy: Mapping[str, Any],
+    citation: str,
+    anchor: ProcedureFact | None,
+    orders: tuple[Order, ...] = (),
+    extra_suggestions: tuple[SuggestionSpec, ...] = (),
+    *,
+    fold_into: tuple[str, ...] = (),
+    fold_line: str = "",
+    reason: str = "",
+) -> PostFinding:
+    """A rule's finding: trigger, facts and words; the card text is composed here, once."""
+    overrides = None if indicator == "info" else BONE_OVERRIDES if rule_id == BONE_HEALTH else POST_OVERRIDES
+    return PostFinding(
+        rule_id=rule_id,
+        indicator=indicator,
+        summary=summary,
+        detail=compose_detail(anchor, lines, steps, MAX_STEPS),
+        citation=citation,
+        evidence=evidence,
+        policy_used=policy,
+        override_reasons=overrides,
+        line=fold_line,
+        anchor=anchor,
+        lines=lines,
+        steps=steps,
+        orders=orders,
+        extra_suggestions=extra_suggestions,
+        fold_into=fold_into,
+        reason=reason,
+    )
+
+
+def with_note(f: PostFinding, note: str) -> PostFinding:
+    """The same finding with one more evidence item (e.g. "some checks could not run")."""
+    lines = (*f.lines, note)
+    return replace(f, lines=lines, detail=compose_detail(f.anchor, lines, f.steps, MAX_STEPS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +402,7 @@ def pce_suspected(c: RuleContext) -> PostFinding | None:
                 Order("consult-interventional-radiology", True),
                 Order("consult-cardiothoracic-surgery", True),
             ]
-        return PostFinding(
+        return make_finding(
             PCE,
             "critical",
             f"Possible pulmonary cement embolism ({when}): oxygen, ECG and chest X-ray now, then CTPA",
@@ -351,7 +420,7 @@ def pce_suspected(c: RuleContext) -> PostFinding | None:
             tuple(orders),
             reason=reason("Suspected pulmonary cement embolism", anchor),
         )
-    return PostFinding(
+    return make_finding(
         PCE,
         "warning",
         f"Breathing or saturation changed ({when}): consider pulmonary cement embolism and assess",
@@ -391,7 +460,7 @@ def pleural_suspected(c: RuleContext) -> PostFinding | None:
     hemo = [(cond, p) for cond, p in documented if "hemothorax" in cond.concepts]
     if pneumo:
         cond, proc = pneumo[0]
-        return PostFinding(
+        return make_finding(
             PLEURAL,
             "critical",
             f"Pneumothorax after a thoracic VA ({day_after(c, proc, cond.onset)}): assess, image to confirm",
@@ -411,7 +480,7 @@ def pleural_suspected(c: RuleContext) -> PostFinding | None:
         )
     if hemo:
         cond, proc = hemo[0]
-        return PostFinding(
+        return make_finding(
             PLEURAL,
             "critical",
             "Hemothorax after a thoracic VA",
@@ -442,7 +511,7 @@ def pleural_suspected(c: RuleContext) -> PostFinding | None:
     evidence = [cond.evidence for cond, _ in symptoms] + (
         [spo2[1].evidence] if spo2 is not None and desat else []
     )
-    return PostFinding(
+    return make_finding(
         PLEURAL,
         "warning",
         "At a thoracic level also consider pneumothorax or hemothorax",
@@ -490,7 +559,7 @@ def neuro_deficit(c: RuleContext) -> PostFinding | None:
                 "for canal cement",
                 "for late causes (adjacent-fracture retropulsion, epidural abscess) or canal cement",
             )
-        return PostFinding(
+        return make_finding(
             NEURO,
             "critical",
             f"New {kind} {day_after(c, proc, cond.onset)}: urgent spine MRI/CT and spine surgery review",
@@ -506,7 +575,7 @@ def neuro_deficit(c: RuleContext) -> PostFinding | None:
     if spinal:
         cond, proc = spinal[0]
         kind = next(SPINAL_DEFICITS[k] for k in SPINAL_DEFICITS if k in cond.concepts)
-        return PostFinding(
+        return make_finding(
             NEURO,
             "warning",
             f"{kind.capitalize()} began after the VA, over {recent_days:g} days ago: confirm imaging, plan",
@@ -525,7 +594,7 @@ def neuro_deficit(c: RuleContext) -> PostFinding | None:
         )
     if radicular:
         cond, proc = radicular[0]
-        return PostFinding(
+        return make_finding(
             NEURO,
             "warning",
             f"Radicular pain {day_after(c, proc, cond.onset)}: examine, and CT for a foraminal cement leak",
@@ -608,7 +677,7 @@ def infection_suspected(c: RuleContext) -> PostFinding | None:
         orders += [Order("image-guided-aspiration", True), Order("consult-infectious-diseases")]
         if any(x.concepts & {"epidural-abscess"} for x, _ in conds):
             orders.append(Order("consult-spine-surgery", True))
-        return PostFinding(
+        return make_finding(
             INFECTION,
             "critical",
             f"Possible infection {day_after(c, anchor, c.now)}: cultures, contrast MRI, aspiration",
@@ -621,7 +690,7 @@ def infection_suspected(c: RuleContext) -> PostFinding | None:
             tuple(orders),
             reason=reason("Suspected spinal infection", anchor),
         )
-    return PostFinding(
+    return make_finding(
         INFECTION,
         "warning",
         f"Raised inflammatory markers {day_after(c, anchor, c.now)}: exclude a spinal infection",
@@ -700,7 +769,7 @@ def hemorrhage_suspected(c: RuleContext) -> PostFinding | None:
         "window_days": c.window(HEMORRHAGE),
     }
     if critical_lines:
-        return PostFinding(
+        return make_finding(
             HEMORRHAGE,
             "critical",
             f"Possible hemorrhage {day_after(c, anchor, c.now)}: treat as active bleeding, CT angiography",
@@ -724,7 +793,7 @@ def hemorrhage_suspected(c: RuleContext) -> PostFinding | None:
             ),
             reason=reason("Suspected hemorrhage", anchor),
         )
-    return PostFinding(
+    return make_finding(
         HEMORRHAGE,
         "warning",
         f"Bleeding or a falling Hb {day_after(c, anchor, c.now)}: check the access site and repeat Hb",
@@ -797,7 +866,7 @@ def pain_increased(c: RuleContext) -> PostFinding | None:
     orders = [stir_mri(anchor), ct_leak(anchor), Order("cbc"), Order("crp")]
     if inflamed:
         orders.append(Order("mri-spine-contrast", True))
-    return PostFinding(
+    return make_finding(
         PAIN,
         "warning",
         f"Pain has risen or is severe {day_after(c, anchor, c.now)}: MRI with STIR and CT, neuro exam",
@@ -837,7 +906,7 @@ def fracture_adjacent(c: RuleContext) -> PostFinding | None:
     if not found:
         return None
     cond, proc = found[0]
-    return PostFinding(
+    return make_finding(
         FRACTURE,
         "warning",
         f"New vertebral fracture {day_after(c, proc, cond.onset)}: confirm with MRI, optimise bone therapy",
@@ -920,7 +989,7 @@ def hypersensitivity(c: RuleContext) -> PostFinding | None:
         )
     kind = "Anaphylaxis" if anaphylaxis else "Hypersensitivity reaction"
     hours = f"{since.total_seconds() / 3600:.0f} h ago"
-    return PostFinding(
+    return make_finding(
         HYPERSENSITIVITY,
         "critical" if acute else "warning",
         (
@@ -959,7 +1028,7 @@ def bone_health_untreated(c: RuleContext) -> PostFinding | None:
     if oncology_condition(c.inp_facts, c.now) is not None:
         return None  # oncology manages bone health in myeloma and skeletal metastasis
     dxa = recent_dxa(c.inp_facts, c.now, c.v("dxa_interval_years"))
-    return PostFinding(
+    return make_finding(
         BONE_HEALTH,
         "warning",
         "No osteoporosis therapy found after vertebral augmentation: start a bone-health plan",
@@ -992,7 +1061,7 @@ def followup(c: RuleContext) -> PostFinding | None:
     start = va_time(latest) if latest is not None else None
     if latest is None or start is None or c.now - start > timedelta(days=c.window(FOLLOWUP)):
         return None
-    return PostFinding(
+    return make_finding(
         FOLLOWUP,
         "info",
         f"Follow-up after the VA of {fmt_date(start)}: review pain, red flags and bone health",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from fhir_mappings.facts import ClinicalFacts, ProcedureFact
+from fhir_mappings.facts import ProcedureFact
+from hooks.common.timing import VaTimeline, va_time
 from hooks.policy import Policy
-from hooks.postprocedure.timing import VaTimeline, va_time
 
 
 def latest_va_in_lookback(timeline: VaTimeline, now: datetime, policy: Policy) -> ProcedureFact | None:
@@ -24,14 +24,3 @@ def latest_va_in_lookback(timeline: VaTimeline, now: datetime, policy: Policy) -
     if now - start > timedelta(days=policy.value("post_lookback_days")):
         return None
     return latest
-
-
-def is_deceased(facts: ClinicalFacts, now: datetime) -> bool:
-    """The record says the patient died (deceasedBoolean true, or deceasedDateTime not after now)."""
-    patient = facts.patient
-    if patient is None:
-        return False
-    deceased = getattr(patient, "deceased", None)
-    if isinstance(deceased, datetime):
-        return deceased <= now
-    return deceased is True

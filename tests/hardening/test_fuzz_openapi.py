@@ -54,7 +54,9 @@ ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = ROOT / "openapi.yaml"
 EXAMPLES = int(os.environ.get("VA_CDS_FUZZ_EXAMPLES", "25"))
 SERVICE_IDS = [
-    "va-preprocedure",
+    "va-preprocedure-order-sign",
+    "va-preprocedure-order-select",
+    "va-preprocedure-patient-view",
     "va-postprocedure-encounter-start",
     "va-postprocedure-patient-view",
     "va-discharge",

@@ -29,7 +29,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("post-http") / "va-cds.db"
     settings = Settings(auth_mode="off", database_url=f"sqlite:///{db}")  # type: ignore[call-arg]
     policy = load_policy()
-    services = [*postprocedure.services(policy), discharge.service(policy)]
+    services = [*postprocedure.services(policy), *discharge.services(policy)]
     with TestClient(create_app(settings, services=services, clock=lambda: NOW)) as c:
         yield c
 

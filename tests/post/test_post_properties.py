@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service.cards import build_cards
+from cds_service.cards import build_card, build_cards
 from cds_service.contracts import CardSpec
 from tests.post.factories import NOW, cond, make_facts, meas, med, run_discharge, run_post, va
 
@@ -92,13 +92,16 @@ def order_keys(cards: list[CardSpec]) -> list[str]:
 
 
 def check_text(cards: list[CardSpec]) -> None:
+    """V2.8 on the cards as the EHR receives them (the core adds the source line)."""
     for spec in cards:
-        assert len(spec.summary) <= 140, spec.summary
-        assert "Policy values" not in spec.detail and "cut-point" not in spec.detail
+        wire = build_card(spec, "https://cds.example.org")
+        detail = wire.detail or ""
+        assert len(wire.summary) <= 140, wire.summary
+        assert "Policy values" not in detail and "cut-point" not in detail
         if spec.rule_id.startswith(("post.", "discharge.")):  # sys.* cards are the core's (shared helper)
-            lines = [line for line in spec.detail.splitlines() if line.strip()]
-            assert len(lines) <= 8, spec.detail
-            assert spec.evidence and spec.citation
+            lines = [line for line in detail.splitlines() if line.strip()]
+            assert len(lines) <= 8, detail
+            assert spec.evidence and spec.citation in detail
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

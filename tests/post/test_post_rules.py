@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cds_service.cards import build_card
 from hooks.postprocedure import rules as post
 from tests.post.factories import (
     POLICY,
@@ -167,6 +168,11 @@ def test_pleural_finding_folds_into_the_card_with_the_same_evidence(
     assert post.PLEURAL not in ids(cards)  # folded, not a second critical card
     spec = card(cards, host)
     assert spec.indicator == "critical" and text in spec.detail
+    # The host card carries the pleural finding (org.va-cds.findings) and its evidence, tagged with it.
+    assert [f.rule_id for f in spec.folded] == [post.PLEURAL]
+    wire = build_card(spec, "https://cds.example.org").extension or {}
+    assert wire["org.va-cds.findings"] == [host, post.PLEURAL]
+    assert {e["rule"] for e in wire["org.va-cds.evidence"]} == {host, post.PLEURAL}
     # Folded after a lumbar VA: the pleura was never at risk, so no pleural line.
     lumbar = make_facts(procedures=[va(level="L2", region="lumbar")], **build(t))
     assert "pneumothorax" not in card(run_post(lumbar, now=t + timedelta(hours=1)), host).detail.lower()
@@ -209,9 +215,10 @@ def test_every_rule_at_once_keeps_summaries_short_and_cards_valid() -> None:
     cards = run_post(facts, now=t + timedelta(hours=1), unavailable=["imaging"])
     expected = set(post.POST_RULE_IDS) - {post.FOLLOWUP} | {"sys.data-unavailable"}
     assert ids(cards) == expected
-    for spec in cards:
-        assert len(spec.summary) < 140, spec.summary
-        if spec.rule_id.startswith("post."):
-            assert spec.citation and spec.citation in spec.detail
     built = build_cards(cards, "https://cds.example.org")  # validates every card and suggestion
+    citations = {c.rule_id: c.citation for c in cards}
+    for wire in built:
+        assert len(wire.summary) < 140, wire.summary
+        rule = (wire.extension or {})["org.va-cds.rule"]
+        assert citations[rule] in (wire.detail or "")
     assert [c.indicator for c in built][:1] == ["critical"]

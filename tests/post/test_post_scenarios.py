@@ -423,12 +423,12 @@ def test_record_text_is_escaped_in_card_markdown() -> None:
 
 def test_service_definition_and_rule_docs() -> None:
     defs = postprocedure.services(POLICY)
-    assert [(s.id, s.hooks) for s in defs] == [
-        ("va-postprocedure-encounter-start", ("encounter-start",)),
-        ("va-postprocedure-patient-view", ("patient-view",)),
+    assert [(d.id, d.hook) for d in defs] == [
+        ("va-postprocedure-encounter-start", "encounter-start"),
+        ("va-postprocedure-patient-view", "patient-view"),
     ]
     svc = defs[0]
-    assert {d.rule_id for d in svc.rules} == set(post.POST_RULE_IDS)
+    assert {d.rule_id for d in svc.rules} == {*post.POST_RULE_IDS, "sys.check-failed"}
     for doc in svc.rules:
         assert doc.citation and doc.steps and doc.reads
     assert set(svc.checks_by_key) <= set(svc.prefetch)

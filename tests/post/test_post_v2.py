@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from hooks.postprocedure import rules as post
 from tests.post.factories import (
     NOW,
@@ -15,6 +17,7 @@ from tests.post.factories import (
     make_facts,
     meas,
     med,
+    run_discharge,
     run_post,
     suggested_codes,
     va,
@@ -313,3 +316,44 @@ def test_future_dated_findings_are_ignored() -> None:
     assert post.NEURO not in ids(post_cards(conditions=(cond("cauda-equina", tomorrow),)))
     # A future low value does not hide the current one either.
     assert post.PCE in ids(post_cards(measurements=(spo2(85, NOW - H), spo2(99, tomorrow))))
+
+
+# ---- deceased patient (V2.4) and isolated rules (V2.9) ---------------------------------------------------
+
+
+def _deceased(facts, on=None):  # type: ignore[no-untyped-def]
+    from fhir_mappings.facts import Evidence, PatientFact
+
+    facts.patient = PatientFact(
+        Evidence("Patient/pat1", "female"), None, "female", deceased=True, deceased_on=on
+    )
+    return facts
+
+
+def test_deceased_patient_gets_no_post_or_discharge_cards() -> None:
+    alarming = make_facts(procedures=[va()], measurements=[spo2(80)], medications=[])
+    assert run_post(_deceased(alarming)) == []
+    assert run_discharge(_deceased(make_facts(procedures=[va()], medications=[]))) == []
+    # A death date after now is a data error (V2.10): the patient is treated as alive.
+    alive = _deceased(make_facts(procedures=[va()], measurements=[spo2(80)]), on=NOW + DAY)
+    assert post.PCE in ids(run_post(alive))
+    # Missing: no Patient resource at all is not a death record.
+    assert post.PCE in ids(run_post(make_facts(procedures=[va()], measurements=[spo2(80)])))
+
+
+def test_a_failing_rule_gives_check_failed_and_the_others_still_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hooks.postprocedure import rules
+
+    def broken(c: rules.RuleContext) -> None:
+        raise ValueError("unexpected data")
+
+    monkeypatch.setattr(
+        rules, "RULES", tuple((rid, broken if rid == post.NEURO else fn) for rid, fn in rules.RULES)
+    )
+    monkeypatch.setattr("hooks.postprocedure.service.RULES", rules.RULES)
+    cards = post_cards(measurements=(spo2(85),), conditions=(cond("cauda-equina", VA_T + 2 * H),))
+    assert post.PCE in ids(cards) and post.NEURO not in ids(cards)
+    failed = card(cards, "sys.check-failed")
+    assert failed.indicator == "warning" and post.NEURO in failed.detail

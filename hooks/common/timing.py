@@ -1,6 +1,7 @@
 """Which vertebral augmentation anchors a finding: the timing rules shared by post-procedure and discharge.
 
-Time separates a complication from history. A finding counts only when it is dated after a VA's start and
+Read by `hooks.postprocedure` and `hooks.discharge` (no family imports another). Time separates a
+complication from history. A finding counts only when it is dated after a VA's start and
 inside the rule's window from the most recent VA before it (the anchor); anything before the VA is
 baseline, and anything dated after now is a data error that is never evidence (catalog V2.10).
 """
@@ -12,14 +13,10 @@ from datetime import datetime, time, timedelta
 
 from cds_service.contracts import md_escape
 from fhir_mappings.facts import ClinicalFacts, ProcedureFact
+from hooks.common.cards import fmt_date
 
 # Procedure statuses that mean the VA actually happened (the catalog: completed or in-progress).
 VA_DONE_STATUSES = frozenset({"completed", "in-progress"})
-
-
-def fmt_date(when: datetime | None) -> str:
-    """ "2026-11-20", or "date unknown"."""
-    return when.date().isoformat() if when else "date unknown"
 
 
 def va_time(proc: ProcedureFact) -> datetime | None:
@@ -113,3 +110,11 @@ class VaTimeline:
         if start is None or when - start > timedelta(days=window_days):
             return None
         return proc
+
+
+def is_deceased(facts: ClinicalFacts, now: datetime) -> bool:
+    """The record says the patient died (deceasedBoolean true, or a deceasedDateTime not after now): V2.4."""
+    patient = facts.patient
+    if patient is None or not patient.deceased:
+        return False
+    return patient.deceased_on is None or patient.deceased_on <= now
