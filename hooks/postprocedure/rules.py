@@ -220,7 +220,7 @@ class RuleContext:
             if current_only and not cond.active:
                 continue
             proc = self.timeline.anchor_in_window(
-                cond.onset, self.window(rule_id), self.now, same_day_date_only=True
+                onset_of(cond), self.window(rule_id), self.now, same_day_date_only=True
             )
             if proc is not None:
                 out.append((cond, proc))
@@ -249,6 +249,11 @@ class RuleContext:
         return None
 
 
+def onset_of(cond: ConditionFact) -> datetime | None:
+    """When a condition began: its onset, else its recordedDate (V2.12)."""
+    return cond.onset or cond.recorded
+
+
 def num(value: float | None) -> str:
     return "?" if value is None else f"{value:g}"
 
@@ -262,7 +267,7 @@ def day_after(c: RuleContext, proc: ProcedureFact, when: datetime | None) -> str
 
 
 def cond_line(cond: ConditionFact) -> str:
-    return f"{md_escape(cond.display or 'Condition')} (onset {fmt_date(cond.onset)})"
+    return f"{md_escape(cond.display or 'Condition')} (onset {fmt_date(onset_of(cond))})"
 
 
 def meas_line(label: str, m: Measurement, unit: str) -> str:
@@ -463,7 +468,7 @@ def pleural_suspected(c: RuleContext) -> PostFinding | None:
         return make_finding(
             PLEURAL,
             "critical",
-            f"Pneumothorax after a thoracic VA ({day_after(c, proc, cond.onset)}): assess, image to confirm",
+            f"Pneumothorax after a thoracic VA ({day_after(c, proc, onset_of(cond))}): assess and image",
             tuple(cond_line(x) for x, _ in pneumo),
             (
                 "Assess breathing and circulation; resuscitate if unstable.",
@@ -540,14 +545,14 @@ def neuro_deficit(c: RuleContext) -> PostFinding | None:
         (x, p) for x, p in c.conditions((RADICULAR,), NEURO) if not (x.concepts & set(SPINAL_DEFICITS))
     ]
     policy = {"post_neuro_recent_days": recent_days, "window_days": c.window(NEURO)}
-    recent = [
-        (x, p) for x, p in spinal if x.onset is not None and c.now - x.onset <= timedelta(days=recent_days)
-    ]
+    # Anchored conditions always have a time (onset or recordedDate), so `or c.now` never applies.
+    recent = [(x, p) for x, p in spinal if c.now - (onset_of(x) or c.now) <= timedelta(days=recent_days)]
     if recent:
         cond, proc = recent[0]
         kind = next(SPINAL_DEFICITS[k] for k in SPINAL_DEFICITS if k in cond.concepts)
         start = va_time(proc)
-        late = start is not None and cond.onset is not None and cond.onset - start > timedelta(days=30)
+        began = onset_of(cond)
+        late = start is not None and began is not None and began - start > timedelta(days=30)
         steps = [
             "Examine and record motor, sensory, saddle and sphincter function now.",
             f"Urgent MRI (STIR) and CT at {md_escape(level_text(proc))} for canal cement or compression.",
@@ -562,7 +567,7 @@ def neuro_deficit(c: RuleContext) -> PostFinding | None:
         return make_finding(
             NEURO,
             "critical",
-            f"New {kind} {day_after(c, proc, cond.onset)}: urgent spine MRI/CT and spine surgery review",
+            f"New {kind} {day_after(c, proc, onset_of(cond))}: urgent spine MRI/CT and spine surgery review",
             tuple(cond_line(x) for x, _ in recent),
             tuple(steps),
             evidence_of(proc, *(x.evidence for x, _ in recent)),
@@ -597,7 +602,7 @@ def neuro_deficit(c: RuleContext) -> PostFinding | None:
         return make_finding(
             NEURO,
             "warning",
-            f"Radicular pain {day_after(c, proc, cond.onset)}: examine, and CT for a foraminal cement leak",
+            f"Radicular pain {day_after(c, proc, onset_of(cond))}: examine; CT for a foraminal cement leak",
             tuple(cond_line(x) for x, _ in radicular),
             (
                 "Examine lower-limb strength and sensation; weakness, saddle or sphincter signs are urgent.",
@@ -909,7 +914,7 @@ def fracture_adjacent(c: RuleContext) -> PostFinding | None:
     return make_finding(
         FRACTURE,
         "warning",
-        f"New vertebral fracture {day_after(c, proc, cond.onset)}: confirm with MRI, optimise bone therapy",
+        f"New vertebral fracture {day_after(c, proc, onset_of(cond))}: MRI to confirm, optimise bone therapy",
         tuple(cond_line(x) for x, _ in found),
         (
             "Confirm acuity and level with MRI (STIR edema); compare with the treated level.",
@@ -934,9 +939,9 @@ def hypersensitivity(c: RuleContext) -> PostFinding | None:
     found = c.conditions(("anaphylaxis", "hypersensitivity-reaction"), HYPERSENSITIVITY, current_only=False)
     if not found:
         return None
-    found.sort(key=lambda item: ("anaphylaxis" not in item[0].concepts, item[0].onset or c.now))
+    found.sort(key=lambda item: ("anaphylaxis" not in item[0].concepts, onset_of(item[0]) or c.now))
     cond, proc = found[0]
-    onset = cond.onset or c.now
+    onset = onset_of(cond) or c.now
     since = c.now - onset
     anaphylaxis = "anaphylaxis" in cond.concepts
     tryptase_due = since <= timedelta(hours=c.v("tryptase_hours"))

@@ -154,6 +154,9 @@ def test_encounter_start_with_desaturation_after_the_va_gives_pce_card(client: T
     card = r.json()["cards"][0]
     assert card["indicator"] == "critical" and len(card["summary"]) < 140
     assert card["source"]["url"].endswith("/docs/rules/post.pce.suspected")
+    # Desaturation after a thoracic VA: one card, the pleural finding folded into it (V2.2, V2.12).
+    assert card["extension"]["org.va-cds.findings"] == ["post.pce.suspected", "post.pleural.suspected"]
+    assert "pneumothorax or hemothorax" in card["detail"]
     refs = [e["reference"] for e in card["extension"]["org.va-cds.evidence"]]
     assert "Procedure/va1" in refs and "Observation/spo2-1" in refs
     assert card["extension"]["org.va-cds.policy"]["spo2_critical_percent"] == 90

@@ -3,6 +3,7 @@ negative and a missing-data case, at the facts level with a fixed clock."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -165,8 +166,11 @@ def test_deficit_onset_after_the_va_but_older_than_14_days_is_a_warning() -> Non
     assert all("priority" not in s.resources[0] for s in spec.suggestions)
     # A deficit documented before the VA is baseline.
     assert post.NEURO not in ids(post_cards(conditions=(cond("cauda-equina", VA_T - 3 * DAY),)))
-    # Missing: an undated deficit cannot be placed after the VA → no card (never guessed).
+    # Missing: an undated deficit cannot be placed after the VA → no card (never guessed) …
     assert post.NEURO not in ids(post_cards(conditions=(cond("cauda-equina", None),)))
+    # … but without an onset the recordedDate places it (V2.12).
+    recorded = dataclasses.replace(cond("cauda-equina", None), recorded=VA_T + 5 * H)
+    assert card(post_cards(conditions=(recorded,)), post.NEURO).indicator == "critical"
 
 
 def test_sciatica_alone_is_a_warning_with_ct_and_the_epidural_steroid_option() -> None:
