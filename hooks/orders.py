@@ -83,7 +83,7 @@ _ORDERABLES: tuple[Orderable, ...] = (
     ),
     Orderable(
         "tryptase",
-        "Order serum tryptase (within 1–2 h of the reaction)",
+        "Order serum tryptase",  # timing in the card: within 4 h of onset (catalog V2.12, NICE CG134)
         LOINC,
         "21582-2",
         "Tryptase [Mass/volume] in Serum or Plasma",

@@ -141,7 +141,7 @@ def compose_detail(
 ) -> str:
     """The evidence in one line, then at most `budget` numbered steps (V2.8: short, no policy block)."""
     where = f"After the {describe_va(anchor)}" if anchor is not None else "After the VA"
-    items = list(lines[:MAX_EVIDENCE_ITEMS])
+    items = [line.rstrip(".") for line in lines[:MAX_EVIDENCE_ITEMS]]
     out = [f"{where}: {'; '.join(items)}." if items else f"{where}."]
     out += [f"{i}. {step}" for i, step in enumerate(steps[: max(budget, 0)], 1)]
     return "\n\n".join(out)
@@ -259,11 +259,12 @@ def num(value: float | None) -> str:
 
 
 def day_after(c: RuleContext, proc: ProcedureFact, when: datetime | None) -> str:
-    """ "day 3 after the VA" (day 0 = the procedure day)."""
+    """ "on day 3 after the VA", or "on the day of the VA" (within 24 h of its start)."""
     start = va_time(proc)
     if start is None or when is None:
         return "after the VA"
-    return f"day {max((when - start).days, 0)} after the VA"
+    days = max((when - start).days, 0)
+    return "on the day of the VA" if days == 0 else f"on day {days} after the VA"
 
 
 def cond_line(cond: ConditionFact) -> str:
@@ -410,7 +411,7 @@ def pce_suspected(c: RuleContext) -> PostFinding | None:
         return make_finding(
             PCE,
             "critical",
-            f"Possible pulmonary cement embolism ({when}): oxygen, ECG and chest X-ray now, then CTPA",
+            f"Possible pulmonary cement embolism {when}: oxygen, ECG and chest X-ray now, then CTPA",
             tuple(lines),
             (
                 "Give oxygen; continuous SpO₂, vital signs and a 12-lead ECG.",
@@ -428,7 +429,7 @@ def pce_suspected(c: RuleContext) -> PostFinding | None:
     return make_finding(
         PCE,
         "warning",
-        f"Breathing or saturation changed ({when}): consider pulmonary cement embolism and assess",
+        f"Breathing or saturation changed {when}: consider pulmonary cement embolism and assess",
         tuple(lines),
         (
             "Examine; repeat SpO₂ (room air), respiratory rate and heart rate; 12-lead ECG.",
@@ -468,7 +469,7 @@ def pleural_suspected(c: RuleContext) -> PostFinding | None:
         return make_finding(
             PLEURAL,
             "critical",
-            f"Pneumothorax after a thoracic VA ({day_after(c, proc, onset_of(cond))}): assess and image",
+            f"Pneumothorax {day_after(c, proc, onset_of(cond))} (thoracic level): assess and image",
             tuple(cond_line(x) for x, _ in pneumo),
             (
                 "Assess breathing and circulation; resuscitate if unstable.",
@@ -968,7 +969,7 @@ def hypersensitivity(c: RuleContext) -> PostFinding | None:
     ]
     orders = [Order("consult-allergy", True)]
     if tryptase_due and not tryptase_done:
-        orders.insert(0, Order("tryptase", True))
+        orders.insert(0, Order("tryptase", True, label="Order serum tryptase (acute, within 4 h of onset)"))
     extra: tuple[SuggestionSpec, ...] = ()
     recorded = any(
         a.active and ("bone-cement" in a.concepts or "vertebral augmentation" in a.display.lower())

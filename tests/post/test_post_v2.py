@@ -361,3 +361,17 @@ def test_a_failing_rule_gives_check_failed_and_the_others_still_answer(
     assert post.PCE in ids(cards) and post.NEURO not in ids(cards)
     failed = card(cards, "sys.check-failed")
     assert failed.indicator == "warning" and post.NEURO in failed.detail
+
+
+def test_every_policy_key_on_a_post_or_discharge_rule_page_is_in_the_policy_file_with_a_source() -> None:
+    from hooks.discharge.docs import RULE_DOCS as DISCHARGE_DOCS
+    from hooks.postprocedure.docs import RULE_DOCS as POST_DOCS
+    from tests.post.factories import POLICY
+
+    for doc in (*POST_DOCS, *DISCHARGE_DOCS):
+        for key in doc.policy_keys:
+            section, _, name = key.partition(".")
+            entry = (
+                POLICY.windows_days.get(name) if section == "windows_days" else POLICY.thresholds.get(key)
+            )
+            assert entry is not None and entry.source.strip(), (doc.rule_id, key)
