@@ -60,6 +60,7 @@ POST_V2_THRESHOLDS = (
     "pain_severe_after_hours",
     "tryptase_hours",
     "anaphylaxis_critical_hours",
+    "post_result_current_hours",
 )
 REQUIRED_WINDOWS = (
     "post.pce.suspected",

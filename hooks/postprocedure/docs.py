@@ -112,7 +112,14 @@ RULE_DOCS: tuple[RuleDoc, ...] = (
             "Surgical consult indications; 6–12 weeks of therapy",
         ),
         r.CITE_INFECTION,
-        ("fever_celsius", "wbc_max", "crp_max_mg_l", "esr_max_mm_h", "windows_days.post.infection.suspected"),
+        (
+            "fever_celsius",
+            "wbc_max",
+            "crp_max_mg_l",
+            "esr_max_mm_h",
+            "post_result_current_hours",
+            "windows_days.post.infection.suspected",
+        ),
     ),
     _doc(
         r.HEMORRHAGE,
@@ -184,6 +191,7 @@ RULE_DOCS: tuple[RuleDoc, ...] = (
             "pain_severe_score",
             "pain_severe_days",
             "pain_severe_after_hours",
+            "post_result_current_hours",
             "windows_days.post.pain.increased",
         ),
     ),

@@ -90,6 +90,8 @@ INFECTION_CONCEPTS = (
 )
 SPINAL_INFECTION = frozenset({"discitis", "vertebral-osteomyelitis", "epidural-abscess", "spondylitis"})
 RESPIRATORY_SYMPTOMS = ("dyspnea", "pleuritic-pain", "chest-pain")
+# The results that make a lab order redundant when one is current (a CBC reports WBC and Hb).
+RESULT_KINDS: Mapping[str, tuple[str, ...]] = {"cbc": ("wbc", "hemoglobin"), "crp": ("crp",), "esr": ("esr",)}
 _SEVERE_BLEED_TEXT = re.compile(r"retroperiton|psoas", re.IGNORECASE)
 _MASSIVE_PCE_TEXT = re.compile(r"massive|intracardiac|right (heart|atri|ventric)|saddle", re.IGNORECASE)
 
@@ -237,6 +239,19 @@ class RuleContext:
             proc = self.timeline.anchor_in_window(m.time, self.window(rule_id), self.now)
             return (m, proc) if proc is not None else None
         return None
+
+    def lab_orders(self, *orders: Order) -> list[Order]:
+        """These lab orders, less those with a current readable result (V2.7: no order for a fresh result)."""
+        since = self.now - timedelta(hours=self.v("post_result_current_hours"))
+        return [
+            o
+            for o in orders
+            if not any(
+                m.value is not None
+                for k in RESULT_KINDS.get(o.concept, ())
+                for m in self.inp_facts.measurements_of(k, since, self.now)
+            )
+        ]
 
     def baseline(self, kind: str, proc: ProcedureFact, days: float) -> Measurement | None:
         """The latest value of a kind in the `days` before the VA's start (the patient's own baseline)."""
@@ -669,7 +684,7 @@ def infection_suspected(c: RuleContext) -> PostFinding | None:
         "esr_max_mm_h": c.v("esr_max_mm_h"),
         "window_days": c.window(INFECTION),
     }
-    orders = [Order("cbc", True), Order("crp", True), Order("esr")]
+    orders = c.lab_orders(Order("cbc", True), Order("crp", True), Order("esr"))
     if febrile:
         orders.append(Order("blood-cultures", True))
     orders.append(Order("mri-spine-contrast", True))
@@ -869,7 +884,7 @@ def pain_increased(c: RuleContext) -> PostFinding | None:
     inflamed = (temp is not None and (temp[0].value or 0) >= c.v("fever_celsius")) or (
         crp is not None and (crp[0].value or 0) > c.v("crp_max_mg_l")
     )
-    orders = [stir_mri(anchor), ct_leak(anchor), Order("cbc"), Order("crp")]
+    orders = [stir_mri(anchor), ct_leak(anchor), *c.lab_orders(Order("cbc"), Order("crp"))]
     if inflamed:
         orders.append(Order("mri-spine-contrast", True))
     return make_finding(

@@ -371,7 +371,17 @@ def test_every_policy_key_on_a_post_or_discharge_rule_page_is_in_the_policy_file
     for doc in (*POST_DOCS, *DISCHARGE_DOCS):
         for key in doc.policy_keys:
             section, _, name = key.partition(".")
-            entry = (
-                POLICY.windows_days.get(name) if section == "windows_days" else POLICY.thresholds.get(key)
-            )
+            entry = POLICY.windows_days.get(name) if section == "windows_days" else POLICY.thresholds.get(key)
             assert entry is not None and entry.source.strip(), (doc.rule_id, key)
+
+
+def test_a_lab_with_a_current_result_is_not_suggested_again() -> None:
+    crp_code = "C reactive protein [Mass/volume] in Serum or Plasma"
+    fresh = meas("crp", 60, NOW - 2 * H)
+    spec = card(post_cards(measurements=(fresh,)), post.INFECTION)
+    assert crp_code not in suggested_codes(spec)  # resulted 2 h ago: current
+    assert "CBC panel - Blood by Automated count" in suggested_codes(spec)  # no WBC/Hb result: ordered
+    # Missing: no current CRP (the raised one is 30 h old) → it is offered.
+    old = meas("crp", 60, NOW - 30 * H)
+    later = run_post(make_facts(procedures=[va(VA_T - 2 * DAY)], measurements=[old]), now=NOW)
+    assert crp_code in suggested_codes(card(later, post.INFECTION))
