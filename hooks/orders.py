@@ -1,4 +1,4 @@
-"""FHIR R4 resources the service suggests: lab, imaging and consult orders, and the bone-cement allergy.
+"""FHIR R4 resources the service suggests: lab, imaging and consult orders, and a procedure-reaction allergy.
 
 Codes come from `terminology.md` §4/§7 (verified rows only; a concept without a verified code is ordered by
 text alone rather than with a guessed code). Every resource is validated with fhir.resources (its R4B
@@ -378,40 +378,6 @@ def _service_request_body(
     if note:
         body["note"] = [{"text": note}]
     return body
-
-
-def bone_cement_allergy(patient_id: str, *, note: str) -> dict[str, Any]:
-    """AllergyIntolerance to bone cement after a confirmed reaction (Algorithm 1, step 4).
-
-    PMMA has no verified SNOMED/RxNorm code (terminology §6), so the substance is given as text.
-    """
-    body: dict[str, Any] = {
-        "resourceType": "AllergyIntolerance",
-        "clinicalStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-                    "code": "active",
-                    "display": "Active",
-                }
-            ]
-        },
-        "verificationStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                    "code": "unconfirmed",
-                    "display": "Unconfirmed",
-                }
-            ]
-        },
-        "type": "allergy",
-        "criticality": "high",
-        "code": {"text": "Bone cement (polymethyl methacrylate, PMMA) and its additives"},
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "note": [{"text": note}],
-    }
-    return AllergyIntolerance.model_validate(body).model_dump(mode="json", exclude_none=True)
 
 
 ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
