@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cds_service.app import create_app
 from cds_service.settings import Settings
@@ -217,3 +219,99 @@ def test_encounter_discharge_checklist(client: TestClient) -> None:
     for card in r.json()["cards"]:
         assert len(card["summary"]) < 140
         assert card["extension"]["org.va-cds.citation"]
+
+
+# ---- property over generated requests: one order per response (V2.7) ------------------------------------
+
+_CONDITIONS = {  # SNOMED codes from terminology.md (verified rows); text where the catalog reads text
+    "PE": {"coding": [{"system": "http://snomed.info/sct", "code": "59282003"}]},
+    "pneumothorax": {"coding": [{"system": "http://snomed.info/sct", "code": "36118008"}]},
+    "hemothorax": {"coding": [{"system": "http://snomed.info/sct", "code": "31892009"}]},
+    "anaphylaxis": {"coding": [{"system": "http://snomed.info/sct", "code": "39579001"}]},
+    "cauda equina": {"coding": [{"system": "http://snomed.info/sct", "code": "192970008"}]},
+    "dyspnea": {"text": "Dyspnea"},
+    "sciatica": {"text": "Sciatica"},
+    "hematoma": {"text": "Retroperitoneal hematoma"},
+    "discitis": {"coding": [{"system": "http://snomed.info/sct", "code": "302935008"}]},
+}
+_OBSERVATIONS = {  # LOINC, UCUM unit, value range
+    "59408-5": ("%", 80, 100),
+    "9279-1": ("/min", 10, 36),
+    "8867-4": ("/min", 50, 140),
+    "8480-6": ("mm[Hg]", 70, 150),
+    "718-7": ("g/dL", 6, 15),
+    "8310-5": ("Cel", 36, 40),
+    "1988-5": ("mg/L", 0, 120),
+    "72514-3": ("{score}", 0, 10),
+}
+
+
+def _condition(i: int, name: str, hours: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": f"c{i}",
+        "subject": {"reference": "Patient/p1"},
+        "clinicalStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+            ]
+        },
+        "code": _CONDITIONS[name],
+        "onsetDateTime": (VA_AT + timedelta(hours=hours)).isoformat(),
+    }
+
+
+def _observation(i: int, code: str, fraction: float, hours: int) -> dict[str, Any]:
+    unit, low, high = _OBSERVATIONS[code]
+    return {
+        "resourceType": "Observation",
+        "id": f"o{i}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": (VA_AT + timedelta(hours=hours)).isoformat(),
+        "valueQuantity": {
+            "value": round(low + (high - low) * fraction, 1),
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        },
+    }
+
+
+_hours = st.integers(min_value=-30 * 24, max_value=47)  # before the VA up to just before now
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.sampled_from(sorted(_CONDITIONS)), _hours), max_size=5),
+    st.lists(st.tuples(st.sampled_from(sorted(_OBSERVATIONS)), st.floats(0, 1), _hours), max_size=8),
+    st.sampled_from([ENCOUNTER_START, PATIENT_VIEW]),
+)
+def test_no_response_suggests_the_same_order_twice(
+    client: TestClient, conds: list[tuple[str, int]], obs: list[tuple[str, float, int]], url: str
+) -> None:
+    conditions = [_condition(i, name, h) for i, (name, h) in enumerate(conds)]
+    observations = [_observation(i, code, f, h) for i, (code, f, h) in enumerate(obs)]
+    pre = prefetch(
+        "va-postprocedure",
+        procedures=searchset(va_procedure()),
+        conditions=searchset(*conditions),
+        vitals=searchset(
+            *[o for o in observations if o["code"]["coding"][0]["code"] not in ("718-7", "1988-5")]
+        ),
+        labs=searchset(*[o for o in observations if o["code"]["coding"][0]["code"] in ("718-7", "1988-5")]),
+    )
+    hook = "encounter-start" if url == ENCOUNTER_START else "patient-view"
+    r = client.post(url, json=body(hook, pre, encounter=hook == "encounter-start"))
+    assert r.status_code == 200
+    keys: list[str] = []
+    for card in r.json()["cards"]:
+        for suggestion in card.get("suggestions", []):
+            resource = suggestion["actions"][0]["resource"]
+            if resource["resourceType"] == "ServiceRequest":
+                code = resource["code"].get("coding", [{}])[0].get("code") or resource["code"]["text"]
+                keys.append("chest-xray" if code in ("36572-6", "36643-5") else code)
+                if card["indicator"] == "critical":
+                    assert resource["priority"] == "stat"
+    assert len(keys) == len(set(keys)), keys
