@@ -20,7 +20,7 @@ from dataclasses import replace
 from cds_service.contracts import INDICATOR_ORDER, CardSpec, HookInput, Indicator, SuggestionSpec
 from hooks.orders import ORDERABLES, already_ordered, service_request
 from hooks.postprocedure import rules as r
-from hooks.postprocedure.rules import MAX_DETAIL_LINES, MAX_STEPS, Order, PostFinding, compose_detail
+from hooks.postprocedure.context import MAX_DETAIL_LINES, MAX_STEPS, Order, PostFinding, compose_detail
 
 # Orders that are the same test for the patient: one of a group per response (a hypoxic patient's
 # portable film and a 2-view film would be two chest X-rays).

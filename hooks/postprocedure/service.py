@@ -11,9 +11,10 @@ from hooks.common import check_failed_card, data_unavailable_card, run_isolated
 from hooks.common.timing import VaTimeline, is_deceased
 from hooks.policy import Policy
 from hooks.postprocedure import prefetch as keys
+from hooks.postprocedure.context import PostFinding, RuleContext, with_note
 from hooks.postprocedure.docs import RULE_DOCS
 from hooks.postprocedure.present import to_cards
-from hooks.postprocedure.rules import BONE_HEALTH, RULES, PostFinding, RuleContext, followup, with_note
+from hooks.postprocedure.rules import BONE_HEALTH, RULES, followup
 from hooks.postprocedure.scope import latest_va_in_lookback
 
 SERVICE_IDS: dict[str, str] = {  # one id per hook (catalog V2.1)

@@ -349,8 +349,9 @@ def test_a_failing_rule_gives_check_failed_and_the_others_still_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from hooks.postprocedure import rules
+    from hooks.postprocedure.context import RuleContext
 
-    def broken(c: rules.RuleContext) -> None:
+    def broken(c: RuleContext) -> None:
         raise ValueError("unexpected data")
 
     monkeypatch.setattr(
