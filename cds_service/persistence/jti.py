@@ -24,6 +24,8 @@ from concurrent.futures import Future
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from cds_service.persistence.store import Store, StoreUnavailable
 from cds_service.persistence.tables import metadata
@@ -72,6 +74,10 @@ class JtiStore:
         self._store = store
         self._claim = _claim_statement(store.url.get_backend_name())
 
+    @property
+    def store(self) -> Store:
+        return self._store
+
     def claim(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
         """True when this call recorded the pair; False when a live row already holds it (a replay).
 
@@ -85,21 +91,28 @@ class JtiStore:
             ).first()
         return row is not None
 
-    def claim_many(self, claims: Sequence[tuple[str, str, float, float]]) -> list[bool]:
-        """`claim` for each (iss, jti, expires_at, now), in order, in ONE committed transaction.
+    def claim_many(
+        self, claims: Sequence[tuple[str, str, float, float]], conn: Connection | None = None
+    ) -> list[bool]:
+        """`claim` for each (iss, jti, expires_at, now), in order, in ONE committed transaction (on `conn`
+        if given, else on a pooled connection).
 
-        The same pair twice in `claims` is claimed by the first only. Raises StoreUnavailable (then none is
-        known to be claimed: every caller must refuse its token).
+        One INSERT for the whole batch (SQLAlchemy sends it as multi-row VALUES), `RETURNING` the keys it
+        claimed. The same pair twice in `claims` is claimed by the first only. An expired row is taken over
+        only if it had expired at the batch's earliest `now`. Raises StoreUnavailable (then none is known
+        to be claimed: every caller must refuse its token).
         """
-        with self._store._transaction(f"claiming {len(claims)} jti") as conn:
-            return [
-                conn.execute(
-                    self._claim,
-                    {"key": jti_key(iss, jti), "expires_at": math.ceil(exp), "now": math.floor(now)},
-                ).first()
-                is not None
-                for iss, jti, exp, now in claims
-            ]
+        if not claims:
+            return []
+        keys = [jti_key(iss, jti) for iss, jti, _exp, _now in claims]
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)  # a pair twice in one batch: one row (PostgreSQL refuses two)
+        now = math.floor(min(c[3] for c in claims))
+        rows = [{"key": key, "expires_at": math.ceil(claims[i][2]), "now": now} for key, i in first.items()]
+        with self._store._transaction(f"claiming {len(claims)} jti", conn) as tx:
+            claimed = set(tx.execute(self._claim, rows).scalars())
+        return [key in claimed and first[key] == i for i, key in enumerate(keys)]
 
     def purge(self, now: float) -> int:
         """Delete rows whose token can no longer be accepted; how many went. Raises StoreUnavailable."""
@@ -134,6 +147,7 @@ class JtiClaimer:
         self._queue: queue.SimpleQueue[tuple[_Claim, Future[bool]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
+        self._conn: Connection | None = None  # the claimer thread's own; only that thread touches it
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._thread.start()
 
@@ -175,7 +189,7 @@ class JtiClaimer:
             if not batch:
                 continue
             try:
-                results = self._jti.claim_many([claim for claim, _ in batch])
+                results = self._claim_batch([claim for claim, _ in batch])
             except Exception as exc:  # StoreUnavailable, or a bug: either way nobody may be accepted
                 if not isinstance(exc, StoreUnavailable):
                     log.exception("jti claim batch failed")
@@ -184,3 +198,29 @@ class JtiClaimer:
                 continue
             for (_, future), claimed in zip(batch, results, strict=True):
                 future.set_result(claimed)
+        self._drop_connection()
+
+    def _claim_batch(self, claims: list[_Claim]) -> list[bool]:
+        # The thread keeps one connection (no pool checkout and pre-ping per batch, as the audit writer);
+        # a connection found dead (database restarted) is replaced and the batch tried once more.
+        try:
+            return self._jti.claim_many(claims, self._connection())
+        except StoreUnavailable as exc:
+            self._drop_connection()
+            cause = exc.__cause__
+            if not (isinstance(cause, DBAPIError) and cause.connection_invalidated):
+                raise
+            return self._jti.claim_many(claims, self._connection())
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._jti.store.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:
+                log.debug("closing the jti claimer's connection failed: %s", exc)
