@@ -308,9 +308,13 @@ def service_request(
     reason: str,
     encounter_id: str | None = None,
     note: str | None = None,
+    priority: str | None = None,
 ) -> dict[str, Any]:
-    """A draft ServiceRequest for one orderable concept, validated, as plain JSON."""
-    raw = _validated_service_request(concept, reason, encounter_id is not None, note)
+    """A draft ServiceRequest for one orderable concept, validated, as plain JSON.
+
+    `priority` is "stat" for the work-up a critical card asks for (catalog V2.7), else left out (routine).
+    """
+    raw = _validated_service_request(concept, reason, encounter_id is not None, note, priority)
     raw = raw.replace(_PATIENT.encode(), _json_string_body(patient_id))
     if encounter_id is not None:
         raw = raw.replace(_ENCOUNTER.encode(), _json_string_body(encounter_id))
@@ -319,8 +323,12 @@ def service_request(
 
 
 @functools.lru_cache(maxsize=2048)
-def _validated_service_request(concept: str, reason: str, with_encounter: bool, note: str | None) -> bytes:
+def _validated_service_request(
+    concept: str, reason: str, with_encounter: bool, note: str | None, priority: str | None = None
+) -> bytes:
     body = _service_request_body(concept, _PATIENT, reason, _ENCOUNTER if with_encounter else None, note)
+    if priority is not None:
+        body["priority"] = priority
     return orjson.dumps(ServiceRequest.model_validate(body).model_dump(mode="json", exclude_none=True))
 
 
