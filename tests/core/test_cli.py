@@ -24,7 +24,8 @@ def test_evaluate_bundle_with_a_va_draft_order_shows_the_warfarin_cards(
     assert code == 0
     payload = json.loads(out.split("\n", 1)[1])  # after the "== service (hook)" header line
     rules = [c["extension"]["org.va-cds.rule"] for c in payload["cards"]]
-    assert "pre.coag.antithrombotic-active" in rules and "pre.coag.labs-missing" in rules
+    findings = [f for c in payload["cards"] for f in c["extension"]["org.va-cds.findings"]]
+    assert "pre.coag.antithrombotic-active" in rules and "pre.coag.labs-missing" in findings
     warfarin = next(
         c for c in payload["cards"] if c["extension"]["org.va-cds.rule"] == "pre.coag.antithrombotic-active"
     )

@@ -1,4 +1,4 @@
-"""The time anchor (catalog V2.3 as amended by V2.12): planned start, current / scheduled / missing / imminent,
+"""The time anchor (catalog V2.3, amended by V2.12): planned start; current, scheduled, missing, imminent;
 holds shown against the anchor, temperature never missing."""
 
 from __future__ import annotations

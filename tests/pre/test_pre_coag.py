@@ -1,5 +1,5 @@
-"""Coagulation (catalog V2.4, V2.5 as amended by V2.12, V2.10): antithrombotic card, out-of-range labs, missing
-labs, coagulopathy, unidentified and stale medications, LMWH doses, and the antithrombotic-order path."""
+"""Coagulation (catalog V2.4, V2.5 as amended by V2.12, V2.10): antithrombotic card, out-of-range labs,
+missing labs, coagulopathy, unidentified and stale medications, LMWH doses, the antithrombotic-order path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Infection (catalog V2.5 as amended by V2.12): active infection, raised WBC/CRP, history, screen, risk factors."""
+"""Infection (catalog V2.5, amended by V2.12): active infection, raised WBC/CRP, history, screen, risk."""
 
 from __future__ import annotations
 
