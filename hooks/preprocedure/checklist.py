@@ -12,6 +12,8 @@ item, and it carries the one set of suggestions for the open work-up (V2.5, V2.1
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -34,6 +36,7 @@ _STATE_LABEL = {
     "scheduled": "scheduled",
     "unknown": "not retrieved",
 }
+_MD_ESCAPED = re.compile(r"\\(.)")
 _NOT_CHECKED = "a check behind this item could not complete — review it by hand"
 
 
@@ -47,7 +50,8 @@ class ChecklistItem:
 
 
 def _why(f: Finding) -> str:
-    return f.line or f.summary
+    """A finding's line as plain text for a row (the page escapes it; lines are Markdown-escaped)."""
+    return html.unescape(_MD_ESCAPED.sub(r"\1", f.line)) if f.line else f.summary
 
 
 def checklist_rows(
@@ -280,23 +284,22 @@ def checklist_finding(c: r.RuleContext, rows: list[ChecklistItem], work: list[Wo
     table = "\n".join(f"| {_cell(w.name)} | {_STATE_LABEL[w.state]} | {_cell(w.text)} |" for w in shown)
     # Only open items order anything: a test with a current readable result is never suggested (V2.7).
     wanted = [o for w in open_items for o in w.orders]
-    return Finding(
-        rule_id=r.CHECKLIST,
-        indicator="warning" if imminent else "info",
-        summary=r.clip(summary),
-        detail=(
-            ("| Work-up | Status | Detail |\n|---|---|---|\n" + table + "\n\n" if table else "")
-            + f"{to_document} items to document; the full checklist is on the checklist page."
-        ),
-        citation=r.CITE_CHECKLIST,
-        evidence=tuple(e for w in open_items for e in w.evidence),
-        policy_used=c.pv(
-            "imminent_hours", "coag_lab_window_days", "infection_lab_window_days", "imaging_window_weeks"
-        ),
-        suggestions=c.orders(
-            list(dict.fromkeys(wanted)),
-            "Pre-procedure work-up for vertebral augmentation",
-            indicator="critical" if imminent else "info",
+    return r.finding(
+        c,
+        r.CHECKLIST,
+        "warning" if imminent else "info",
+        summary,
+        ("| Work-up | Status | Detail |\n|---|---|---|\n" + table + "\n") if table else "",
+        f"{to_document} items to document; the full checklist is on the checklist page.",
+        evidence=[e for w in open_items for e in w.evidence],
+        orders=dict.fromkeys(wanted),
+        why="Pre-procedure work-up for vertebral augmentation",
+        stat=imminent,
+        policy=(
+            "imminent_hours",
+            "coag_lab_window_days",
+            "infection_lab_window_days",
+            "imaging_window_weeks",
         ),
         links=(
             LinkSpec(label="Pre-procedure checklist: what each item means", url="/docs/rules/pre.checklist"),

@@ -9,7 +9,7 @@ Card text is our own paraphrase of the chapter; record text goes through `md_esc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +18,7 @@ from cds_service.contracts import (
     Finding,
     HookInput,
     Indicator,
+    LinkSpec,
     OverrideReasonSpec,
     SuggestionSpec,
     md_escape,
@@ -153,11 +154,11 @@ class RuleContext:
         return {k: self.policy.value(k) for k in policy_keys}
 
     def orders(
-        self, concepts: Iterable[str], reason: str, *, indicator: Indicator = "warning"
+        self, concepts: Iterable[str], reason: str, *, stat: bool = False
     ) -> tuple[SuggestionSpec, ...]:
-        """Suggested orders; the work-up of a critical card is stat (catalog V2.7)."""
+        """Suggested orders not yet drafted or active; urgent work-up is stat (catalog V2.7)."""
         wanted = list(concepts)
-        priority = "stat" if indicator == "critical" else None
+        priority = "stat" if stat else None
         return order_suggestions(self.inp, wanted, reason=reason, recommended=wanted, priority=priority)
 
 
@@ -194,7 +195,13 @@ def detail(*parts: str) -> str:
 
 
 def names(items: Sequence[ConditionFact | AllergyFact]) -> str:
+    """Record names for Markdown (detail)."""
     return ", ".join(md_escape(i.display) for i in items)
+
+
+def plain(items: Sequence[ConditionFact | AllergyFact]) -> str:
+    """Record names for plain text (summary, and lines that other cards escape as a whole)."""
+    return ", ".join(" ".join(i.display.split()) for i in items)
 
 
 def value_text(m: Measurement, label: str, unit: str, now: datetime) -> str:
@@ -344,7 +351,133 @@ def risk_conditions(c: RuleContext) -> list[ConditionFact]:
     return active_conditions(c, {"diabetes", "immunosuppression"})
 
 
+# ---- one builder for every finding: the catalog's citation and override reasons per rule ----
+
+CITATION: dict[str, str] = {
+    ANTITHROMBOTIC_ACTIVE: CITE_COAG,
+    LABS_OUT_OF_RANGE: CITE_COAG,
+    LABS_MISSING: CITE_COAG,
+    COAGULOPATHY: CITE_COAG,
+    ORDER_WHILE_PLANNED: CITE_COAG,
+    INFECTION_ACTIVE: CITE_INFECTION,
+    INFECTION_LABS: CITE_INFECTION,
+    INFECTION_HISTORY: CITE_INFECTION,
+    SCREEN_MISSING: CITE_INFECTION,
+    RISK_FACTORS: CITE_RISK,
+    CONCORDANCE_MISSING: CITE_INDICATION,
+    CONCORDANCE_DISCORDANT: CITE_INDICATION,
+    NEURO_RED_FLAGS: CITE_NEURO,
+    POSTERIOR_WALL: CITE_NEURO,
+    ALLERGY_CONTRAST: CITE_CONTRAST,
+    ALLERGY_CEMENT: CITE_CEMENT,
+    SEDATION: CITE_SEDATION,
+    GLYCEMIC: CITE_GLYCEMIC,
+    CHECKLIST: CITE_CHECKLIST,
+    PATIENT_DECEASED: CITE_DECEASED,
+}
+_DOCUMENTED = ("benefit-outweighs-risk", "Benefit outweighs risk — documented")
+OVERRIDE_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
+    ANTITHROMBOTIC_ACTIVE: (
+        ("hold-arranged", "Hold already arranged with prescriber and proceduralist"),
+        ("continue-documented", "Continue: thrombotic risk outweighs bleeding risk — documented"),
+        ("not-taking", "Patient no longer takes this medication"),
+    ),
+    LABS_OUT_OF_RANGE: (("corrected", "Already corrected — repeat result pending"), _DOCUMENTED),
+    COAGULOPATHY: (("plan-documented", "Haematology/hepatology plan documented"),),
+    ORDER_WHILE_PLANNED: (
+        ("proceduralist-aware", "Coordinated with the proceduralist"),
+        ("va-rescheduled", "Procedure will be rescheduled"),
+        ("urgent-indication", "Urgent antithrombotic need outweighs procedure timing — documented"),
+    ),
+    INFECTION_ACTIVE: (("infection-excluded", "Infection excluded or treated — documented"), _DOCUMENTED),
+    INFECTION_LABS: (("infection-excluded", "Infection excluded — documented"),),
+    INFECTION_HISTORY: (("recurrence-excluded", "Recurrence excluded — documented"),),
+    CONCORDANCE_DISCORDANT: (("concordance-documented", "Concordance confirmed clinically — documented"),),
+    NEURO_RED_FLAGS: (
+        ("surgery-reviewed", "Reviewed by spine surgery — augmentation appropriate"),
+        ("not-current", "Old finding — baseline neuro exam documented"),
+    ),
+    POSTERIOR_WALL: (("canal-assessed", "Canal assessed — no compromise, documented"),),
+    ALLERGY_CONTRAST: (
+        ("plan-documented", "Contrast plan/premedication documented"),
+        ("reaction-not-allergic", "Reaction was not allergic (intolerance) — documented"),
+    ),
+    ALLERGY_CEMENT: (
+        ("patch-test-negative", "Patch testing negative / allergy excluded — documented"),
+        ("alternative-material", "Alternative material planned"),
+    ),
+    GLYCEMIC: (("urgent-indication", "Urgent indication — peri-operative glucose plan"),),
+}
+
+
+def finding(
+    c: RuleContext,
+    rule_id: str,
+    indicator: Indicator,
+    summary: str,
+    *lines: str,
+    evidence: Iterable[Evidence] = (),
+    orders: Iterable[str] = (),
+    why: str = "",
+    policy: Iterable[str] = (),
+    policy_used: Mapping[str, Any] | None = None,
+    line: str = "",
+    links: tuple[LinkSpec, ...] = (),
+    stat: bool | None = None,
+) -> Finding:
+    """A finding in the catalog's terms: its citation and override reasons come with the rule id, so a rule
+    only says what triggered it, on which facts, in which words. `orders` are suggested (stat when the
+    finding is critical or `stat` says so, never when already ordered); `why` is the order's reason."""
+    wanted = list(orders)
+    reasons = OVERRIDE_REASONS.get(rule_id)
+    return Finding(
+        rule_id=rule_id,
+        indicator=indicator,
+        summary=clip(summary),
+        detail=detail(*lines),
+        citation=CITATION[rule_id],
+        evidence=tuple(evidence),
+        policy_used={**c.pv(*policy), **(policy_used or {})},
+        suggestions=c.orders(wanted, why, stat=indicator == "critical" if stat is None else stat)
+        if wanted
+        else (),
+        override_reasons=_reasons(*reasons) if reasons is not None else None,
+        links=links,
+        line=clip(line) if line else "",
+    )
+
+
+def note(
+    c: RuleContext, rule_id: str, record: Sequence[str], words: str, evidence: Iterable[Evidence]
+) -> Finding:
+    """An info finding that reads as one line of another card: record names in `words`' {} (escaped in the
+    Markdown line, plain in the summary), then our own words."""
+    flat = ", ".join(" ".join(x.split()) for x in record)
+    safe = ", ".join(md_escape(x) for x in record)
+    return finding(
+        c,
+        rule_id,
+        "info",
+        words.format(flat),
+        words.format(safe) + ".",
+        evidence=evidence,
+        line=words.format(safe),
+    )
+
+
 # ---- rules ----
+
+
+def hold_summary(c: RuleContext, drugs: str, hold: Hold) -> str:
+    if hold.days is None or c.anchor.start is None:
+        return f"On {drugs}: {hold_phrase(c, hold.ingredient, hold)}"
+    last = c.anchor.start - timedelta(days=hold.days)
+    if last >= c.now:
+        return (
+            f"On {drugs}: hold {fmt_days(hold.days)} before the VA, last dose on or before {day(last, c.now)}"
+        )
+    short = span(hold.days)
+    return f"On {drugs}: the VA date leaves less than the {short} hold — confirm the last dose or reschedule"
 
 
 def antithrombotic_active(c: RuleContext) -> Finding | None:
@@ -352,18 +485,14 @@ def antithrombotic_active(c: RuleContext) -> Finding | None:
     if not meds:
         return None
     holds = {m.ingredient: hold_of(c, m) for m in meds}
-    lines = []
-    for m in meds:
-        hold = hold_phrase(c, m.ingredient, holds[m.ingredient])
-        line = f"- **{md_escape(m.display)}** ({m.drug_class}): {hold}."
-        if stale(c, m):
-            line += f" Last ordered {day(m.authored)} — confirm it is still taken."
-        lines.append(line)
-    longest = max(meds, key=lambda m: holds[m.ingredient].days or 0.0)
-    summary = f"On {', '.join(holds)}: {hold_phrase(c, longest.ingredient, holds[longest.ingredient])}"
-    renal_split = any(
-        (rule := c.policy.hold(m.ingredient)) is not None and rule.days_reduced_renal is not None
+    lines = [
+        f"- **{md_escape(m.display)}** ({m.drug_class}): {hold_phrase(c, m.ingredient, holds[m.ingredient])}."
+        + (f" Last ordered {day(m.authored)} — confirm it is still taken." if stale(c, m) else "")
         for m in meds
+    ]
+    longest = max(holds.values(), key=lambda h: h.days or 0.0)
+    renal_split = any(
+        (rule := c.policy.hold(i)) is not None and rule.days_reduced_renal is not None for i in holds
     )
     antiplatelets = [m for m in meds if m.drug_class == "antiplatelet"]
     anticoagulant = any(m.drug_class == "anticoagulant" for m in meds)
@@ -374,29 +503,23 @@ def antithrombotic_active(c: RuleContext) -> Finding | None:
         or any(recent(c, x, timedelta(days=365)) for x in c.inp.facts.conditions_with(CORONARY_STENT))
     )
     inr = readable(latest_result(c, "inr", c.days("coag_lab_window_days")))
-    return Finding(
-        rule_id=ANTITHROMBOTIC_ACTIVE,
-        indicator="warning",
-        summary=clip(summary),
-        detail=detail(
-            "VA is a high bleeding-risk spine procedure: agree the hold, any bridging and the restart with "
-            "the prescriber and the proceduralist.",
-            *lines,
-            "Thrombotic risk: agree the hold with the prescribing team." if risk else "",
-            f"Renal function used: {md_escape(c.renal.basis)}." if renal_split else "",
-            "INR does not measure DOAC effect." if inr is not None and on_doac_only(c) else "",
-        ),
-        citation=CITE_COAG,
-        evidence=tuple(m.evidence for m in meds) + (c.renal.evidence if renal_split else ()),
+    summary = hold_summary(c, ", ".join(holds), longest)
+    return finding(
+        c,
+        ANTITHROMBOTIC_ACTIVE,
+        "warning",
+        summary,
+        "VA is a high bleeding-risk spine procedure: agree the hold, any bridging and the restart with the "
+        "prescriber and the proceduralist.",
+        *lines,
+        "Thrombotic risk: agree the hold with the prescribing team." if risk else "",
+        f"Renal function used: {md_escape(c.renal.basis)}." if renal_split else "",
+        "INR does not measure DOAC effect." if inr is not None and on_doac_only(c) else "",
+        evidence=[*(m.evidence for m in meds), *(c.renal.evidence if renal_split else ())],
         policy_used={
             f"antithrombotic_holds.{i}": {"days": h.days, "basis": h.reason} for i, h in holds.items()
         },
-        override_reasons=_reasons(
-            ("hold-arranged", "Hold already arranged with prescriber and proceduralist"),
-            ("continue-documented", "Continue: thrombotic risk outweighs bleeding risk — documented"),
-            ("not-taking", "Patient no longer takes this medication"),
-        ),
-        line=clip(summary),
+        line=summary,
     )
 
 
@@ -410,13 +533,11 @@ def labs_out_of_range(c: RuleContext) -> Finding | None:
     imminent = c.anchor.imminent
     problems: list[str] = []
     explained = ""
-    evidence: list[Evidence] = []
-    wanted: list[str] = []
+    judged: list[Measurement] = []
     if inr is not None and inr.value is not None and inr.value > inr_max and not on_doac_only(c):
         vka = vkas(c)
         shown = value_text(inr, "INR", "", c.now)
-        evidence.append(inr.evidence)
-        wanted.append("inr")
+        judged.append(inr)
         if vka and inr.value <= c.policy.value("inr_max_explained_vka") and not imminent:
             explained = f"{shown}, expected on {vka[0].ingredient}; recheck within 2 days {before_va(c)}"
         elif vka:
@@ -427,39 +548,33 @@ def labs_out_of_range(c: RuleContext) -> Finding | None:
             problems.append(f"{shown}, above {inr_max:g}: find the cause and correct it")
     if plt is not None and plt.value is not None and plt.value < plt_min:
         problems.append(f"{value_text(plt, 'platelets', '×10⁹/L', c.now)}, below {plt_min:g}")
-        evidence.append(plt.evidence)
-        wanted.append("cbc")
+        judged.append(plt)
     if not problems and not explained:
         return None
     indicator: Indicator = "critical" if imminent else ("warning" if problems else "info")
-    action = "correct and recheck before proceeding" if imminent else "recheck before the VA"
-    summary = f"Coagulation out of range for VA: {problems[0]}" if problems else explained
-    if problems and imminent:
-        summary = f"{va_when(c)}: {problems[0].split(':')[0].split(', above')[0]} — {action}"
-    return Finding(
-        rule_id=LABS_OUT_OF_RANGE,
-        indicator=indicator,
-        summary=clip(summary),
-        detail=detail(
-            *(f"- {p}." for p in problems),
-            f"- {explained}." if explained and problems else "",
-            "Limits for chronic liver disease applied." if liver else "",
-            "Correct per institutional policy and recheck before proceeding."
-            if imminent
-            else "The VA is not imminent: plan the correction and recheck the result before the procedure.",
-        ),
-        citation=CITE_COAG,
-        evidence=tuple(evidence),
-        policy_used={"inr_max": inr_max, "platelets_min": plt_min}
-        | c.pv("coag_lab_window_days", "inr_max_explained_vka", "imminent_hours"),
-        suggestions=c.orders(wanted, "Repeat before vertebral augmentation", indicator=indicator)
+    if not problems:
+        summary = explained
+    elif imminent:
+        summary = f"{va_when(c)}: {problems[0].split(':')[0].split(', above')[0]} — correct and recheck first"
+    else:
+        summary = f"Coagulation out of range for VA: {problems[0]}"
+    return finding(
+        c,
+        LABS_OUT_OF_RANGE,
+        indicator,
+        summary,
+        *(f"- {p}." for p in problems),
+        f"- {explained}." if explained and problems else "",
+        "Limits for chronic liver disease applied." if liver else "",
+        "Correct per institutional policy and recheck before proceeding."
         if imminent
-        else (),
-        override_reasons=_reasons(
-            ("corrected", "Already corrected — repeat result pending"),
-            ("benefit-outweighs-risk", "Benefit outweighs risk — documented"),
-        ),
-        line=clip(explained or summary),
+        else "The VA is not imminent: plan the correction and recheck before the procedure.",
+        evidence=[m.evidence for m in judged],
+        orders=[{"inr": "inr", "platelets": "cbc"}[m.kind] for m in judged] if imminent else (),
+        why="Repeat before vertebral augmentation",
+        policy=("coag_lab_window_days", "inr_max_explained_vka", "imminent_hours"),
+        policy_used={"inr_max": inr_max, "platelets_min": plt_min},
+        line=explained or summary,
     )
 
 
@@ -467,20 +582,17 @@ def coagulopathy(c: RuleContext) -> Finding | None:
     found = active_conditions(c, BLEEDING_DISORDER)
     if not found:
         return None
-    liver = any(x.concepts & LIVER_DISEASE for x in found)
-    team = "hepatology/haematology" if liver else "haematology"
-    return Finding(
-        rule_id=COAGULOPATHY,
-        indicator="warning",
-        summary=clip(f"Bleeding risk on record ({names(found)}): agree a {team} plan before the VA"),
-        detail=detail(
-            f"On record: {names(found)}. A bleeding disorder, thrombocytopenia or chronic liver disease "
-            f"raises the risk of a spinal haematoma: agree the correction plan with {team} before the VA.",
-        ),
-        citation=CITE_COAG,
-        evidence=tuple(x.evidence for x in found),
-        override_reasons=_reasons(("plan-documented", "Haematology/hepatology plan documented")),
-        line=clip(f"Bleeding risk on record ({names(found)}): {team} plan before the VA"),
+    team = "hepatology/haematology" if any(x.concepts & LIVER_DISEASE for x in found) else "haematology"
+    return finding(
+        c,
+        COAGULOPATHY,
+        "warning",
+        f"Bleeding risk on record ({plain(found)}): agree a {team} plan before the VA",
+        f"On record: {names(found)}. A bleeding disorder, thrombocytopenia or chronic liver disease raises "
+        "the "
+        f"risk of a spinal haematoma: agree the correction plan with {team} before the VA.",
+        evidence=[x.evidence for x in found],
+        line=f"Bleeding risk on record ({names(found)}): {team} plan before the VA",
     )
 
 
@@ -491,12 +603,11 @@ def positive_culture(m: Measurement) -> bool:
 
 def infection_active(c: RuleContext) -> Finding | None:
     facts = c.inp.facts
-    fever_c = c.policy.value("fever_celsius")
     fever_since = c.now - timedelta(hours=c.policy.value("fever_window_hours"))
     fevers = [
         m
         for m in facts.measurements_of("temperature", since=fever_since, until=c.now)
-        if m.value is not None and m.value >= fever_c
+        if m.value is not None and m.value >= c.policy.value("fever_celsius")
     ]
     culture_since = c.now - c.days("blood_culture_window_days")
     cultures = [
@@ -513,48 +624,40 @@ def infection_active(c: RuleContext) -> Finding | None:
     parts: list[str] = []
     if fevers:
         top = max(fevers, key=lambda m: m.value or 0.0)
-        parts.append(
-            f"temperature {top.value:g} °C on {day(top.time, c.now)} {top.time:%H:%M}"
-            if top.time
-            else "fever"
-        )
+        parts.append(f"temperature {top.value:g} °C on {day(top.time, c.now)}")
     if cultures:
         parts.append(f"positive blood culture on {day(cultures[0].time, c.now)}")
     if spinal:
-        parts.append(f"spinal infection: {names(spinal)}")
+        parts.append(f"spinal infection: {plain(spinal)}")
     if systemic:
-        parts.append(f"recent infection: {names(systemic)}")
-    critical = bool(fevers or cultures or spinal) or c.anchor.imminent
-    indicator: Indicator = "critical" if critical else "warning"
+        parts.append(f"recent infection: {plain(systemic)}")
+    critical = (
+        bool(fevers or cultures or spinal) or c.anchor.imminent
+    )  # V2.12: systemic alone → imminent only
     action = (
         "defer the VA until excluded or treated" if critical else "treat and confirm resolution before the VA"
     )
-    evidence = (
-        tuple(m.evidence for m in fevers[:3])
-        + tuple(m.evidence for m in cultures[:3])
-        + tuple(x.evidence for x in spinal + systemic)
-    )
-    return Finding(
-        rule_id=INFECTION_ACTIVE,
-        indicator=indicator,
-        summary=clip(f"Possible active infection ({parts[0]}): {action}"),
-        detail=detail(
-            *(f"- {p}" for p in parts),
-            "Cement placed during an infection risks spondylodiscitis or epidural abscess. For a suspected "
-            "spinal infection, image-guided aspiration before antibiotics when the patient is stable.",
-        ),
-        citation=CITE_INFECTION,
-        evidence=evidence,
-        policy_used=c.pv("fever_celsius", "fever_window_hours", "blood_culture_window_days")
-        | c.pv("systemic_infection_days"),
-        suggestions=c.orders(
-            ["cbc", "crp", "esr"] + (["blood-cultures"] if fevers or cultures else []),
-            "Suspected active infection before vertebral augmentation",
-            indicator=indicator,
-        ),
-        override_reasons=_reasons(
-            ("infection-excluded", "Infection excluded or treated — documented"),
-            ("benefit-outweighs-risk", "Benefit outweighs risk — documented"),
+    return finding(
+        c,
+        INFECTION_ACTIVE,
+        "critical" if critical else "warning",
+        f"Possible active infection ({parts[0]}): {action}",
+        *(f"- {md_escape(p)}" for p in parts),
+        "Cement placed during an infection risks spondylodiscitis or epidural abscess. For a suspected "
+        "spinal "
+        "infection, image-guided aspiration before antibiotics when the patient is stable.",
+        evidence=[
+            *(m.evidence for m in fevers[:3]),
+            *(m.evidence for m in cultures[:3]),
+            *(x.evidence for x in spinal + systemic),
+        ],
+        orders=["cbc", "crp", "esr"] + (["blood-cultures"] if fevers or cultures else []),
+        why="Suspected active infection before vertebral augmentation",
+        policy=(
+            "fever_celsius",
+            "fever_window_hours",
+            "blood_culture_window_days",
+            "systemic_infection_days",
         ),
     )
 
@@ -583,26 +686,28 @@ def infection_labs_abnormal(c: RuleContext) -> Finding | None:
         or (m.kind == "wbc" and (m.value or 0) > c.policy.value("pre_wbc_card"))
         for m in raised
     )
-    risk = bool(risk_conditions(c)) or bool(c.inp.facts.conditions_with(SPINE_INFECTION))
-    risk = risk or bool(c.inp.facts.active_medications({"immunosuppressant"}))
+    risk = bool(
+        risk_conditions(c)
+        or c.inp.facts.conditions_with(SPINE_INFECTION)
+        or c.inp.facts.active_medications({"immunosuppressant"})
+    )
     if not (high or risk):
         return None  # a raised CRP is common after a recent fracture: a checklist row, not a finding
     shown = " and ".join(lab_text(m, c.now) for m in raised)
-    return Finding(
-        rule_id=INFECTION_LABS,
-        indicator="warning",
-        summary=clip(f"{shown}: exclude infection before the VA"),
-        detail=detail(
-            f"- {shown}" + ("; with an infection risk factor on record" if risk and not high else ""),
-            "Inflammatory markers this high need an explanation before cement goes in: look for a source "
-            "and check the MRI for discitis or an epidural collection.",
-        ),
-        citation=CITE_INFECTION,
-        evidence=tuple(m.evidence for m in raised),
-        policy_used=c.pv("wbc_max", "crp_max_mg_l", "pre_crp_card_mg_l", "pre_wbc_card"),
-        suggestions=c.orders(["esr", "mri-spine-contrast"], "Raised WBC/CRP before vertebral augmentation"),
-        override_reasons=_reasons(("infection-excluded", "Infection excluded — documented")),
-        line=clip(f"{shown}: exclude infection"),
+    return finding(
+        c,
+        INFECTION_LABS,
+        "warning",
+        f"{shown}: exclude infection before the VA",
+        f"- {shown}" + ("; with an infection risk factor on record" if risk and not high else ""),
+        "Inflammatory markers this high need an explanation before cement goes in: look for a source and "
+        "check "
+        "the MRI for discitis or an epidural collection.",
+        evidence=[m.evidence for m in raised],
+        orders=["esr", "mri-spine-contrast"],
+        why="Raised WBC/CRP before vertebral augmentation",
+        policy=("wbc_max", "crp_max_mg_l", "pre_crp_card_mg_l", "pre_wbc_card"),
+        line=f"{shown}: exclude infection",
     )
 
 
@@ -612,19 +717,17 @@ def infection_history(c: RuleContext) -> Finding | None:
     ]
     if not past:
         return None
-    return Finding(
-        rule_id=INFECTION_HISTORY,
-        indicator="warning",
-        summary=clip(f"Prior spinal infection ({names(past)}): rule out recurrence before the VA"),
-        detail=detail(
-            f"Past spinal infection: {names(past)}. A previous spondylitis raises the risk of infection "
-            "after augmentation: check symptoms and inflammatory markers, and consider MRI with contrast.",
-        ),
-        citation=CITE_INFECTION,
-        evidence=tuple(x.evidence for x in past),
-        suggestions=c.orders(["mri-spine-contrast"], "Prior spinal infection: exclude recurrence"),
-        override_reasons=_reasons(("recurrence-excluded", "Recurrence excluded — documented")),
-        line=clip(f"Prior spinal infection on record ({names(past)})"),
+    return finding(
+        c,
+        INFECTION_HISTORY,
+        "warning",
+        f"Prior spinal infection ({plain(past)}): rule out recurrence before the VA",
+        f"Past spinal infection: {names(past)}. A previous spondylitis raises the risk of infection after "
+        "augmentation: check symptoms and inflammatory markers, and consider MRI with contrast.",
+        evidence=[x.evidence for x in past],
+        orders=["mri-spine-contrast"],
+        why="Prior spinal infection: exclude recurrence",
+        line=f"Prior spinal infection on record ({names(past)})",
     )
 
 
@@ -633,54 +736,49 @@ def risk_factors(c: RuleContext) -> Finding | None:
     drugs = c.inp.facts.active_medications({"immunosuppressant"})
     if not (conds or drugs):
         return None
-    shown = ", ".join([md_escape(x.display) for x in conds] + [md_escape(m.display) for m in drugs])
-    line = f"Infection risk factor ({shown}): antibiotic prophylaxis per policy"
-    return Finding(
-        rule_id=RISK_FACTORS,
-        indicator="info",
-        summary=clip(line),
-        detail=line + ".",
-        citation=CITE_RISK,
-        evidence=tuple(x.evidence for x in conds) + tuple(m.evidence for m in drugs),
-        line=clip(line),
+    return note(
+        c,
+        RISK_FACTORS,
+        [x.display for x in conds] + [m.display for m in drugs],
+        "Infection risk factor ({}): antibiotic prophylaxis per policy",
+        [*(x.evidence for x in conds), *(m.evidence for m in drugs)],
     )
 
 
 def concordance_discordant(c: RuleContext) -> Finding | None:
-    if c.failed(keys.IMAGING):
-        return None
     study = judged_imaging(c)
-    if study is None:
+    if study is None or c.failed(keys.IMAGING):
         return None
-    reasons: list[str] = []
     f = study.findings
-    if "no-edema" in f and "edema" not in f:
-        reasons.append("no marrow oedema reported")
-    if "chronic" in f and not ({"acute", "edema"} & f):
-        reasons.append("fracture described as chronic/healed")
     target = c.scope.target
     level = target.order.level if target else None
-    if level and study.levels and level.upper() not in {lv.upper() for lv in study.levels}:
-        reasons.append(f"ordered level {level} not among those reported ({', '.join(sorted(study.levels))})")
+    reasons = [
+        *(["no marrow oedema reported"] if "no-edema" in f and "edema" not in f else []),
+        *(
+            ["fracture described as chronic/healed"]
+            if "chronic" in f and not ({"acute", "edema"} & f)
+            else []
+        ),
+        *(
+            [f"ordered level {level} not among those reported ({', '.join(sorted(study.levels))})"]
+            if level and study.levels and level.upper() not in {lv.upper() for lv in study.levels}
+            else []
+        ),
+    ]
     if not reasons:
         return None
-    return Finding(
-        rule_id=CONCORDANCE_DISCORDANT,
-        indicator="warning",
-        summary=clip(f"Imaging may not support VA at this level ({reasons[0]}): reconsider or document"),
-        detail=detail(
-            f"{study.modality.upper()} of {day(study.time, c.now)}: "
-            + "; ".join(md_escape(r) for r in reasons)
-            + ".",
-            "Reconsider the indication, or document why pain and imaging agree (STIR oedema at the target "
-            "level, focal tenderness).",
-        ),
-        citation=CITE_INDICATION,
-        evidence=(study.evidence,) + ((target.order.evidence,) if target else ()),
-        policy_used=c.pv("imaging_window_weeks"),
-        override_reasons=_reasons(
-            ("concordance-documented", "Concordance confirmed clinically — documented")
-        ),
+    return finding(
+        c,
+        CONCORDANCE_DISCORDANT,
+        "warning",
+        f"Imaging may not support VA at this level ({reasons[0]}): reconsider or document",
+        f"{study.modality.upper()} of {day(study.time, c.now)}: "
+        + "; ".join(md_escape(x) for x in reasons)
+        + ".",
+        "Reconsider the indication, or document why pain and imaging agree (STIR oedema at the target level, "
+        "focal tenderness).",
+        evidence=[study.evidence, *((target.order.evidence,) if target else ())],
+        policy=("imaging_window_weeks",),
     )
 
 
@@ -688,10 +786,7 @@ def new_deficit(c: RuleContext, cond: ConditionFact) -> bool:
     """A spinal-pattern deficit that is new: dated within neuro_new_days, or undated and not chronic."""
     if cond.chronic or cond.concepts & NOT_SPINAL_DEFICIT or cond.followup_encounter:
         return False
-    when = when_of(cond)
-    if when is None:
-        return True
-    return recent(c, cond, c.days("neuro_new_days"))
+    return when_of(cond) is None or recent(c, cond, c.days("neuro_new_days"))
 
 
 def deficits(c: RuleContext) -> list[ConditionFact]:
@@ -708,56 +803,43 @@ def neuro_red_flags(c: RuleContext) -> Finding | None:
     new = [x for x in deficits(c) if new_deficit(c, x)]
     if not new:
         return None
-    onset = ", ".join(f"{md_escape(x.display)} ({day(when_of(x), c.now)})" for x in new)
-    return Finding(
-        rule_id=NEURO_RED_FLAGS,
-        indicator="critical",
-        summary=clip(f"New neurological deficit ({names(new)}): spine surgery opinion before any VA"),
-        detail=detail(
-            f"- {onset}",
-            "A new cord, cauda equina or motor deficit may need decompression rather than augmentation, and "
-            "cement can make it worse. Examine, document and obtain a spine surgery opinion first.",
-        ),
-        citation=CITE_NEURO,
-        evidence=tuple(x.evidence for x in new),
-        policy_used=c.pv("neuro_new_days"),
-        suggestions=c.orders(
-            ["consult-spine-surgery"],
-            "New neurological deficit before vertebral augmentation",
-            indicator="critical",
-        ),
-        override_reasons=_reasons(
-            ("surgery-reviewed", "Reviewed by spine surgery — augmentation appropriate"),
-            ("not-current", "Old finding — baseline neuro exam documented"),
-        ),
+    return finding(
+        c,
+        NEURO_RED_FLAGS,
+        "critical",
+        f"New neurological deficit ({plain(new)}): spine surgery opinion before any VA",
+        "- " + ", ".join(f"{md_escape(x.display)} ({day(when_of(x), c.now)})" for x in new),
+        "A new cord, cauda equina or motor deficit may need decompression rather than augmentation, and "
+        "cement "
+        "can make it worse. Examine, document and obtain a spine surgery opinion first.",
+        evidence=[x.evidence for x in new],
+        orders=["consult-spine-surgery"],
+        why="New neurological deficit before vertebral augmentation",
+        policy=("neuro_new_days",),
     )
 
 
 def posterior_wall(c: RuleContext) -> Finding | None:
     conds = active_conditions(c, POSTERIOR_WALL_CONCEPTS)
-    studies = [i for i in spine_studies(c.inp.facts.imaging) if i.findings & POSTERIOR_WALL_CONCEPTS]
+    studies = [i for i in spine_studies(c.inp.facts.imaging) if i.findings & POSTERIOR_WALL_CONCEPTS][:1]
     if not (conds or studies):
         return None
     shown = [md_escape(x.display) for x in conds] + [
-        f"{i.modality.upper()} {day(i.time, c.now)}" for i in studies[:1]
+        f"{i.modality.upper()} {day(i.time, c.now)}" for i in studies
     ]
     ct_current = any(i.modality == "ct" for i in current_imaging(c))
-    return Finding(
-        rule_id=POSTERIOR_WALL,
-        indicator="warning",
-        summary=clip("Posterior wall involvement or retropulsion: assess canal compromise before the VA"),
-        detail=detail(
-            f"On record: {', '.join(shown)}.",
-            "Cement can leak into the canal through a broken posterior wall: measure canal compromise on CT "
-            "and ask for a surgical opinion if the canal is compromised.",
-        ),
-        citation=CITE_NEURO,
-        evidence=tuple(x.evidence for x in conds) + tuple(i.evidence for i in studies[:1]),
-        suggestions=c.orders(
-            ([] if ct_current else ["ct-spine"]) + ["consult-spine-surgery"],
-            "Posterior wall involvement before vertebral augmentation",
-        ),
-        override_reasons=_reasons(("canal-assessed", "Canal assessed — no compromise, documented")),
+    return finding(
+        c,
+        POSTERIOR_WALL,
+        "warning",
+        "Posterior wall involvement or retropulsion: assess canal compromise before the VA",
+        f"On record: {', '.join(shown)}.",
+        "Cement can leak into the canal through a broken posterior wall: measure canal compromise on CT and "
+        "ask "
+        "for a surgical opinion if the canal is compromised.",
+        evidence=[*(x.evidence for x in conds), *(i.evidence for i in studies)],
+        orders=([] if ct_current else ["ct-spine"]) + ["consult-spine-surgery"],
+        why="Posterior wall involvement before vertebral augmentation",
         line="Posterior wall involvement or retropulsion on record: assess canal compromise on CT",
     )
 
@@ -770,32 +852,17 @@ def allergy_contrast(c: RuleContext) -> Finding | None:
         return None
     true_allergy = [a for a in found if "contrast-iodinated" in a.concepts]
     if not true_allergy:  # iodine / shellfish / seafood only (V2.11): not a contrast allergy
-        line = f"{names(found)} allergy recorded — not a contrast allergy; ask the patient"
-        return Finding(
-            rule_id=ALLERGY_CONTRAST,
-            indicator="info",
-            summary=clip(line),
-            detail=line + ".",
-            citation=CITE_CONTRAST,
-            evidence=tuple(a.evidence for a in found),
-            line=clip(line),
-        )
-    return Finding(
-        rule_id=ALLERGY_CONTRAST,
-        indicator="warning",
-        summary=clip(
-            f"Contrast allergy ({names(true_allergy)}): plan alternative contrast and premedication"
-        ),
-        detail=detail(
-            f"On record: {names(true_allergy)}. Clarify the reaction; use a non-ionic or alternative agent "
-            "(or none) and premedicate per institutional policy.",
-        ),
-        citation=CITE_CONTRAST,
-        evidence=tuple(a.evidence for a in true_allergy),
-        override_reasons=_reasons(
-            ("plan-documented", "Contrast plan/premedication documented"),
-            ("reaction-not-allergic", "Reaction was not allergic (intolerance) — documented"),
-        ),
+        words = "{} allergy recorded — not a contrast allergy; ask the patient"
+        return note(c, ALLERGY_CONTRAST, [a.display for a in found], words, [a.evidence for a in found])
+    return finding(
+        c,
+        ALLERGY_CONTRAST,
+        "warning",
+        f"Contrast allergy ({plain(true_allergy)}): plan alternative contrast and premedication",
+        f"On record: {names(true_allergy)}. Clarify the reaction; use a non-ionic or alternative agent "
+        "(or none) "
+        "and premedicate per institutional policy.",
+        evidence=[a.evidence for a in true_allergy],
     )
 
 
@@ -807,26 +874,17 @@ def allergy_cement(c: RuleContext) -> Finding | None:
     ]
     if not items:
         return None
-    return Finding(
-        rule_id=ALLERGY_CEMENT,
-        indicator="critical",
-        summary=clip("Bone cement component allergy or prior implant reaction: allergy work-up before VA"),
-        detail=detail(
-            f"On record: {names(items)}.",
-            "Hypersensitivity to PMMA or its additives (benzoyl peroxide, N,N-dimethyl-p-toluidine) is "
-            "rare but reported: patch testing with allergy input first; consider other materials.",
-        ),
-        citation=CITE_CEMENT,
-        evidence=tuple(i.evidence for i in items),
-        suggestions=c.orders(
-            ["consult-allergy"],
-            "Suspected bone cement component allergy before vertebral augmentation",
-            indicator="critical",
-        ),
-        override_reasons=_reasons(
-            ("patch-test-negative", "Patch testing negative / allergy excluded — documented"),
-            ("alternative-material", "Alternative material planned"),
-        ),
+    return finding(
+        c,
+        ALLERGY_CEMENT,
+        "critical",
+        "Bone cement component allergy or prior implant reaction: allergy work-up before VA",
+        f"On record: {names(items)}.",
+        "Hypersensitivity to PMMA or its additives (benzoyl peroxide, N,N-dimethyl-p-toluidine) is rare but "
+        "reported: patch testing with allergy input first; consider other materials.",
+        evidence=[i.evidence for i in items],
+        orders=["consult-allergy"],
+        why="Suspected bone cement component allergy before vertebral augmentation",
     )
 
 
@@ -834,19 +892,8 @@ def sedation_cardiopulmonary(c: RuleContext) -> Finding | None:
     found = active_conditions(c, CARDIOPULMONARY)
     if not found:
         return None
-    line = (
-        f"{names(found)}: plan local anaesthesia with light sedation, check prone tolerance, record a "
-        "baseline room-air SpO₂"
-    )
-    return Finding(
-        rule_id=SEDATION,
-        indicator="info",
-        summary=clip(line),
-        detail=line + ".",
-        citation=CITE_SEDATION,
-        evidence=tuple(x.evidence for x in found),
-        line=clip(line),
-    )
+    words = "{}: light sedation under local anaesthesia, check prone tolerance, record a baseline room-air SpO₂"
+    return note(c, SEDATION, [x.display for x in found], words, [x.evidence for x in found])
 
 
 def glycemic(c: RuleContext) -> Finding | None:
@@ -854,95 +901,62 @@ def glycemic(c: RuleContext) -> Finding | None:
     if not diabetes:
         return None
     window = c.days("glycemic_window_days")
-    high = []
-    for kind, key, label, unit in (
-        ("hba1c", "hba1c_max_percent", "HbA1c", "%"),
-        ("glucose", "glucose_max_mg_dl", "glucose", "mg/dL"),
-    ):
-        m = readable(latest_result(c, kind, window))
-        if m is not None and m.value is not None and m.value > c.policy.value(key):
-            high.append((m, value_text(m, label, unit, c.now)))
+    high = [
+        (m, value_text(m, label, unit, c.now))
+        for kind, key, label, unit in (
+            ("hba1c", "hba1c_max_percent", "HbA1c", "%"),
+            ("glucose", "glucose_max_mg_dl", "glucose", "mg/dL"),
+        )
+        if (m := readable(latest_result(c, kind, window))) is not None
+        and m.value is not None
+        and m.value > c.policy.value(key)
+    ]
     if not high:
         return None
-    return Finding(
-        rule_id=GLYCEMIC,
-        indicator="warning",
-        summary=clip(f"Poor glycaemic control ({high[0][1]}): optimise before an elective VA"),
-        detail=detail(
-            *(f"- {t}" for _, t in high),
-            "Poorly controlled diabetes raises the infection risk after augmentation.",
-        ),
-        citation=CITE_GLYCEMIC,
-        evidence=tuple(m.evidence for m, _ in high) + tuple(d.evidence for d in diabetes),
-        policy_used=c.pv("hba1c_max_percent", "glucose_max_mg_dl", "glycemic_window_days"),
-        override_reasons=_reasons(("urgent-indication", "Urgent indication — peri-operative glucose plan")),
+    return finding(
+        c,
+        GLYCEMIC,
+        "warning",
+        f"Poor glycaemic control ({high[0][1]}): optimise before an elective VA",
+        *(f"- {t}" for _, t in high),
+        "Poorly controlled diabetes raises the infection risk after augmentation.",
+        evidence=[*(m.evidence for m, _ in high), *(d.evidence for d in diabetes)],
+        policy=("hba1c_max_percent", "glucose_max_mg_dl", "glycemic_window_days"),
     )
 
 
 def antithrombotic_order_while_planned(c: RuleContext) -> Finding | None:
-    drafted = c.scope.drafted_antithrombotics
     vas = c.scope.all_va
-    if not drafted or not vas:
-        return None
     hits: list[tuple[MedicationFact, Hold]] = []
     evidence: list[Evidence] = []
-    for med in drafted:
+    for med in c.scope.drafted_antithrombotics:
         hold = hold_of(c, med)
-        if hold.days == 0:
-            continue
         clashing = [
-            va
+            va.order.evidence
             for va in vas
             if va.start is None or hold.hours is None or va.start <= c.now + timedelta(hours=hold.hours)
         ]
-        if clashing:
+        if clashing and hold.days != 0:
             hits.append((med, hold))
-            evidence += [med.evidence] + [
-                v.order.evidence for v in clashing if v.order.evidence not in evidence
-            ]
+            evidence += [med.evidence, *(e for e in clashing if e not in evidence)]
     if not hits:
         return None
     med, hold = hits[0]
     first = min((v.start for v in vas if v.start is not None), default=None)
     when = f"on {day(first, c.now)}" if first else "(date not set)"
-    hold_s = fmt_days(hold.days) if hold.days is not None else "an unknown period"
-    return Finding(
-        rule_id=ORDER_WHILE_PLANNED,
-        indicator="warning",
-        summary=clip(
-            f"{med.ingredient.capitalize()} ordered while a VA is planned {when}, inside its {hold_s} hold"
-        ),
-        detail=detail(
-            *(f"- **{md_escape(m.display)}**: {hold_phrase(c, m.ingredient, h)}." for m, h in hits),
-            "Coordinate with the proceduralist: delay the start, reschedule the VA, or document why both "
-            "are intended.",
-        ),
-        citation=CITE_COAG,
-        evidence=tuple(evidence),
+    hold_s = fmt_days(hold.days) if hold.days is not None else "unknown"
+    return finding(
+        c,
+        ORDER_WHILE_PLANNED,
+        "warning",
+        f"{med.ingredient.capitalize()} ordered while a VA is planned {when}, inside its {hold_s} hold",
+        *(f"- **{md_escape(m.display)}**: {hold_phrase(c, m.ingredient, h)}." for m, h in hits),
+        "Coordinate with the proceduralist: delay the start, reschedule the VA, or document why both are "
+        "intended.",
+        evidence=evidence,
         policy_used={
             f"antithrombotic_holds.{m.ingredient}": {"days": h.days, "basis": h.reason} for m, h in hits
         },
-        override_reasons=_reasons(
-            ("proceduralist-aware", "Coordinated with the proceduralist"),
-            ("va-rescheduled", "Procedure will be rescheduled"),
-            ("urgent-indication", "Urgent antithrombotic need outweighs procedure timing — documented"),
-        ),
-    )
-
-
-def deceased(c: RuleContext) -> Finding | None:
-    """The record says the patient died (V2.4/V2.12): one identity-check card on order hooks, nothing else."""
-    patient = c.inp.facts.patient
-    if patient is None or not (patient.deceased or (patient.deceased_on and patient.deceased_on <= c.now)):
-        return None
-    when = f" on {day(patient.deceased_on)}" if patient.deceased_on else ""
-    return Finding(
-        rule_id=PATIENT_DECEASED,
-        indicator="info",
-        summary=clip(f"The record says this patient died{when}: check the patient's identity"),
-        detail="No safety checks were run for a patient recorded as deceased: check the right chart is open.",
-        citation=CITE_DECEASED,
-        evidence=(patient.evidence,),
     )
 
 
@@ -950,6 +964,22 @@ def is_deceased(inp: HookInput) -> bool:
     patient = inp.facts.patient
     return patient is not None and (
         patient.deceased or (patient.deceased_on is not None and patient.deceased_on <= inp.now)
+    )
+
+
+def deceased(c: RuleContext) -> Finding | None:
+    """The record says the patient died (V2.4/V2.12): one identity-check card on order hooks, nothing else."""
+    patient = c.inp.facts.patient
+    if patient is None or not is_deceased(c.inp):
+        return None
+    when = f" on {day(patient.deceased_on)}" if patient.deceased_on else ""
+    return finding(
+        c,
+        PATIENT_DECEASED,
+        "info",
+        f"The record says this patient died{when}: check the patient's identity",
+        "No safety checks were run for a patient recorded as deceased: check the right chart is open.",
+        evidence=[patient.evidence],
     )
 
 

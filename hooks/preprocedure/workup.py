@@ -158,29 +158,24 @@ def workup(c: r.RuleContext) -> list[WorkItem]:
     return [i for i in items if i is not None]
 
 
-def _missing(c: r.RuleContext, rule_id: str, item_keys: set[str], citation: str) -> Finding | None:
+def _missing(c: r.RuleContext, rule_id: str, item_keys: set[str]) -> Finding | None:
     open_items = [i for i in workup(c) if i.key in item_keys and i.open]
     if not open_items:
         return None
     text = "; ".join(i.text for i in open_items)
-    return Finding(
-        rule_id=rule_id,
-        indicator="warning",
-        summary=r.clip(f"To obtain before the VA: {text}"),
-        detail=text + ".",
-        citation=citation,
-        evidence=tuple(e for i in open_items for e in i.evidence),
-        line=r.clip(text),
+    evidence = [e for i in open_items for e in i.evidence]
+    return r.finding(
+        c, rule_id, "warning", f"To obtain before the VA: {text}", text + ".", evidence=evidence, line=text
     )
 
 
 def labs_missing(c: r.RuleContext) -> Finding | None:
-    return _missing(c, r.LABS_MISSING, {"inr", "platelets", "inr-day-of"}, r.CITE_COAG)
+    return _missing(c, r.LABS_MISSING, {"inr", "platelets", "inr-day-of"})
 
 
 def screen_missing(c: r.RuleContext) -> Finding | None:
-    return _missing(c, r.SCREEN_MISSING, {"infection-labs"}, r.CITE_INFECTION)
+    return _missing(c, r.SCREEN_MISSING, {"infection-labs"})
 
 
 def concordance_missing(c: r.RuleContext) -> Finding | None:
-    return _missing(c, r.CONCORDANCE_MISSING, {"imaging"}, r.CITE_INDICATION)
+    return _missing(c, r.CONCORDANCE_MISSING, {"imaging"})

@@ -55,7 +55,8 @@ def test_active_apixaban_card_names_drug_and_hold_with_normal_crcl() -> None:
     f.measurements.append(meas("crcl", 70, timedelta(days=10)))
     card = by_rule(run(f))[ACTIVE]
     assert card.indicator == "warning" and "apixaban" in card.summary
-    assert "hold apixaban 2 days: last dose on or before 26 Nov" in card.summary
+    assert "hold 2 days before the VA, last dose on or before 26 Nov" in card.summary
+    assert "hold apixaban 2 days: last dose on or before 26 Nov" in card.detail
     assert card.policy_used["antithrombotic_holds.apixaban"]["days"] == 2
     assert "SIR 2019 Part II" in card.citation and "ref [6" not in card.citation
     assert "Policy values used" not in card.detail and "cut-point" not in card.detail
