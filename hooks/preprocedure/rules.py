@@ -892,7 +892,7 @@ def sedation_cardiopulmonary(c: RuleContext) -> Finding | None:
     found = active_conditions(c, CARDIOPULMONARY)
     if not found:
         return None
-    words = "{}: light sedation under local anaesthesia, check prone tolerance, record a baseline room-air SpO₂"
+    words = "{}: light sedation and local anaesthesia, check prone tolerance, record a room-air SpO₂"
     return note(c, SEDATION, [x.display for x in found], words, [x.evidence for x in found])
 
 
