@@ -87,7 +87,14 @@ def evaluate_with_input(
     ctx = req.context
     inp: HookInput | None = None
     try:
-        facts = extract_facts(resources, draft_order_resources(ctx), library)
+        pid = ctx.get("patientId")
+        facts = extract_facts(
+            resources,
+            draft_order_resources(ctx),
+            library,
+            patient_id=pid if isinstance(pid, str) and pid else None,
+            now=now,
+        )
         inp = HookInput(
             hook=req.hook,
             hook_instance=req.hookInstance,
