@@ -50,6 +50,17 @@ MAX_TEXT = 20_000  # characters of report text read per resource
 
 VA = "vertebral-augmentation"
 POSTERIOR_WALL = "retropulsion"  # value set id: retropulsion / posterior wall / canal compromise
+NON_SPINAL_DEFICIT = "hemiplegia-stroke"
+# V2.12: hemiplegia and stroke sequelae are never a spinal-pattern deficit, whatever words they share with one
+# ("paralytic syndrome as late effect of stroke" is not "paralysis" of the legs).
+_SPINAL_PATTERN = frozenset({"new-motor-deficit"})
+
+
+def _condition_concepts(hits: Iterable[Hit]) -> frozenset[str]:
+    concepts = frozenset(h.concept for h in hits)
+    return concepts - _SPINAL_PATTERN if NON_SPINAL_DEFICIT in concepts else concepts
+
+
 NEURO_EXAM = "neuro-exam"
 
 _MED_CATS = frozenset({"medication"})
@@ -988,7 +999,7 @@ class _Extractor:
         if self.future(time, ref, "effective time"):
             return
         display = _display(code, vcc, fallback="Observation")
-        cond = frozenset(h.concept for h in hits if h.category == "condition")
+        cond = _condition_concepts(h for h in hits if h.category == "condition")
         proc = frozenset(h.concept for h in hits if h.category != "condition")
         if cond:
             self.facts.conditions.append(
@@ -1064,7 +1075,7 @@ class _Extractor:
         self.facts.conditions.append(
             ConditionFact(
                 Evidence(ref, f"{display} ({', '.join(parts)})"),
-                concepts=frozenset(h.concept for h in hits),
+                concepts=_condition_concepts(hits),
                 active=active,
                 onset=onset,
                 abatement=abatement,

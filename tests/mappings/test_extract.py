@@ -462,8 +462,14 @@ def test_condition_text_fallback_and_negation() -> None:
 
 
 def test_unrelated_conditions_make_no_facts() -> None:
-    f = extract_facts([cond("u", cc(SCT, "197927001", "Recurrent urinary tract infection"))])
+    f = extract_facts([cond("u", cc(SCT, "367498001", "Seasonal allergic rhinitis"))])
     assert f.conditions == []
+
+
+def test_urinary_tract_infection_is_a_systemic_infection_by_text() -> None:
+    # V2.5: a UTI is one of the systemic infections of pre.infection.active (code not listed: text fallback).
+    f = extract_facts([cond("u", cc(SCT, "197927001", "Recurrent urinary tract infection"))])
+    assert [c.concepts for c in f.conditions] == [frozenset({"systemic-infection"})]
 
 
 # ---------------------------------------------------------------- allergies
