@@ -340,8 +340,18 @@ def _observe(
         duration_ms=round(duration * 1000, 2),
         rules=result.rule_ids,
         fhir={k: o.label() for k, o in result.outcomes.items()},
+        ignored=_ignored(result) or None,
         patient=patient_hash(state.hash_key, pid) if isinstance(pid, str) else None,
     )
+
+
+def _ignored(result: InvocationResult) -> dict[str, int]:
+    """Resources left out as evidence (V2.4/V2.10): another patient's, or dated after the request time."""
+    facts = result.hook_input.facts if result.hook_input is not None else None
+    if facts is None:
+        return {}
+    counts = {"other-patient": facts.wrong_patient, "future-dated": facts.future_dated}
+    return {k: v for k, v in counts.items() if v}
 
 
 def _audit_record(
@@ -369,7 +379,12 @@ def _audit_record(
             }
             for c in result.cards
         ],
-        fhir_outcomes={k: o.label() for k, o in result.outcomes.items()},
+        # The counts of ignored resources ride in the outcomes map (no schema change): "ignored:other-patient"
+        # → "2". They are about the FHIR data the call read, which is what this map records.
+        fhir_outcomes={
+            **{k: o.label() for k, o in result.outcomes.items()},
+            **{f"ignored:{k}": str(v) for k, v in _ignored(result).items()},
+        },
     )
 
 

@@ -725,6 +725,8 @@ class _Extractor:
         ccs: list[Any] = []
         forms: list[Any] = []  # Medication.form, dosage routes: a local product is never an antithrombotic
         med_cc = _d(r.get("medicationCodeableConcept"))
+        if med_cc is not None and not (codeable_texts(med_cc) or _l(med_cc.get("coding"))):
+            med_cc = None  # an empty concept names nothing: the reference (if any) decides
         if med_cc is not None:
             ccs.append(med_cc)
         med_ref = r.get("medicationReference")
