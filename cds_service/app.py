@@ -305,6 +305,9 @@ def create_app(
 
 def _include_docs(app: FastAPI, state: State) -> None:
     app.include_router(docs_router(state))
+    from cds_service.smart.routes import smart_router  # issue 20: the checklist as a SMART app
+
+    app.include_router(smart_router(state))
 
 
 def _readiness(state: State) -> dict[str, bool]:
