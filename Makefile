@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: serve test lint bench soak clean
+.PHONY: serve test lint bench soak burden clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak
+
+# Alert burden on the Synthea fixture records (all hooks, in-process): writes benchmarks/results/burden.md
+burden: $(STAMP)
+	$(BIN)/python -m benchmarks.burden
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

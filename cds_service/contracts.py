@@ -17,6 +17,10 @@ from typing import Any, Literal
 from fhir_mappings.facts import ClinicalFacts, Evidence
 
 Indicator = Literal["info", "warning", "critical"]
+# The pseudo prefetch key under which the core reports Medications it fetched for medicationReferences the
+# request did not resolve (cds_service.medication_refs). A family lists it in `checks_by_key` so that a failed
+# fetch makes `sys.data-unavailable` name the medication checks (V2.4).
+MEDICATION_REFS_KEY = "medicationReferences"
 INDICATOR_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 
 

@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from cds_service.contracts import Finding, LinkSpec
+from cds_service.contracts import MEDICATION_REFS_KEY, Finding, LinkSpec
 from fhir_mappings.facts import ConditionFact
 from hooks.preprocedure import prefetch as keys
 from hooks.preprocedure import rules as r
@@ -162,7 +162,7 @@ def checklist_rows(
         add("coagulation", label, "problem", None, unknown)
     elif any(x in failed for x in coag_rules):
         add("coagulation", label, "needs-documentation", None, _NOT_CHECKED)
-    elif c.failed(keys.MEDICATION_REQUESTS, keys.MEDICATION_STATEMENTS):
+    elif c.failed(keys.MEDICATION_REQUESTS, keys.MEDICATION_STATEMENTS, MEDICATION_REFS_KEY):
         add("coagulation", label, "needs-documentation", None, "medications could not be retrieved")
     elif any(i.state != "current" for i in coag):
         why = "; ".join(i.text for i in coag if i.state != "current")

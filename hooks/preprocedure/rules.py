@@ -102,7 +102,9 @@ ACCESS_SITE_INFECTION = frozenset({"access-site-infection"})
 SPINAL_DEFICIT = frozenset(
     {"cord-compression", "cauda-equina", "myelopathy", "new-motor-deficit", "spinal-deficit"}
 )
-NOT_SPINAL_DEFICIT = frozenset({"hemiplegia", "stroke", "stroke-sequela"})  # never a spinal red flag
+NOT_SPINAL_DEFICIT = frozenset(
+    {"hemiplegia-stroke", "hemiplegia", "stroke", "stroke-sequela"}
+)  # never a spinal red flag
 STENOSIS = frozenset({"canal-stenosis", "spinal-stenosis"})
 POSTERIOR_WALL_CONCEPTS = frozenset({"posterior-wall", "retropulsion", "posterior-wall-compromise"})
 LIVER_DISEASE = frozenset({"chronic-liver-disease", "cirrhosis", "liver-disease"})

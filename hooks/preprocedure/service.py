@@ -8,7 +8,7 @@ identity-check card on the order hooks (V2.12). Anything else answers `{"cards":
 
 from __future__ import annotations
 
-from cds_service.contracts import CardSpec, Handler, HookInput, ServiceDefinition
+from cds_service.contracts import MEDICATION_REFS_KEY, CardSpec, Handler, HookInput, ServiceDefinition
 from hooks.common import check_failed_card, data_unavailable_card, run_isolated
 from hooks.policy import Policy
 from hooks.preprocedure import prefetch as keys
@@ -44,7 +44,7 @@ def make_handler(policy: Policy) -> Handler:
         else:
             findings, failed = run_isolated(ORDER_ONLY_RULES, ctx)
             cards = [CardSpec.from_finding(f) for f in findings]
-            relevant = (*_PLANNED_KEYS, keys.RENAL_LABS, keys.WEIGHT, keys.PATIENT)
+            relevant = (*_PLANNED_KEYS, keys.RENAL_LABS, keys.WEIGHT, keys.PATIENT, MEDICATION_REFS_KEY)
             unavailable = data_unavailable_card(inp, {k: keys.CHECKS_BY_KEY[k] for k in relevant})
         if unavailable is not None:
             cards.append(unavailable)
