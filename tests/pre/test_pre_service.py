@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from cds_service.cards import build_cards
+from cds_service.contracts import MEDICATION_REFS_KEY
 from hooks.preprocedure.scope import quick_scope
 from tests.pre.builders import (
     NOW,
@@ -153,7 +154,8 @@ def test_service_definition_discovery_fields() -> None:
     ]
     assert all(d.handler is SERVICE.handler and d.prefetch == SERVICE.prefetch for d in SERVICES)
     assert SERVICE.title and SERVICE.description and SERVICE.usage_requirements
-    assert set(SERVICE.checks_by_key) == set(SERVICE.prefetch)
+    # every prefetch key, plus the core's pseudo key for Medications fetched by reference (V2.4)
+    assert set(SERVICE.checks_by_key) == set(SERVICE.prefetch) | {MEDICATION_REFS_KEY}
 
 
 def test_prefetch_uses_only_cds_hooks_2_tokens_and_bounded_searches() -> None:
