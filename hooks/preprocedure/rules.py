@@ -946,12 +946,12 @@ def antithrombotic_order_while_planned(c: RuleContext) -> Finding | None:
     med, hold = hits[0]
     first = min((v.start for v in vas if v.start is not None), default=None)
     when = f"on {day(first, c.now)}" if first else "(date not set)"
-    hold_s = fmt_days(hold.days) if hold.days is not None else "unknown"
+    hold_s = f"{span(hold.days)} hold" if hold.days is not None else "hold (period not in policy)"
     return finding(
         c,
         ORDER_WHILE_PLANNED,
         "warning",
-        f"{med.ingredient.capitalize()} ordered while a VA is planned {when}, inside its {hold_s} hold",
+        f"{med.ingredient.capitalize()} ordered while a VA is planned {when}, inside its {hold_s}",
         *(f"- **{md_escape(m.display)}**: {hold_phrase(c, m.ingredient, h)}." for m, h in hits),
         "Coordinate with the proceduralist: delay the start, reschedule the VA, or document why both are "
         "intended.",

@@ -169,7 +169,7 @@ def test_order_select_clopidogrel_while_va_booked_in_three_days(client: TestClie
     r = client.post(SELECT_URL, json=body("order-select", [clopidogrel], prefetch([appointment])))
     assert r.status_code == 200
     assert rules(r) == ["pre.antithrombotic-order-while-va-planned"]
-    assert "inside its 5 days hold" in r.json()["cards"][0]["summary"]
+    assert "inside its 5-day hold" in r.json()["cards"][0]["summary"]
 
 
 def test_patient_view_with_planned_va_shows_readiness_review(client: TestClient) -> None:
