@@ -282,7 +282,6 @@ def checklist_finding(c: r.RuleContext, rows: list[ChecklistItem], work: list[Wo
         summary = "VA checklist: " + ", ".join(parts)
     shown = [w for w in work if w.state != "current"]
     table = "\n".join(f"| {_cell(w.name)} | {_STATE_LABEL[w.state]} | {_cell(w.text)} |" for w in shown)
-    # Only open items order anything: a test with a current readable result is never suggested (V2.7).
     wanted = [o for w in open_items for o in w.orders]
     return r.finding(
         c,
@@ -295,6 +294,7 @@ def checklist_finding(c: r.RuleContext, rows: list[ChecklistItem], work: list[Wo
         orders=dict.fromkeys(wanted),
         why="Pre-procedure work-up for vertebral augmentation",
         stat=imminent,
+        repeat=True,  # only open items order anything: their test has no current readable result
         policy=(
             "imminent_hours",
             "coag_lab_window_days",

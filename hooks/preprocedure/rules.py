@@ -156,10 +156,11 @@ class RuleContext:
         return {k: self.policy.value(k) for k in policy_keys}
 
     def orders(
-        self, concepts: Iterable[str], reason: str, *, stat: bool = False
+        self, concepts: Iterable[str], reason: str, *, stat: bool = False, repeat: bool = False
     ) -> tuple[SuggestionSpec, ...]:
-        """Suggested orders not yet drafted or active; urgent work-up is stat (catalog V2.7)."""
-        wanted = list(concepts)
+        """Suggested orders not yet drafted or active; urgent work-up is stat; a test with a current readable
+        result is not suggested again unless the rule asks for a repeat (catalog V2.7)."""
+        wanted = [x for x in concepts if repeat or not has_current(self, x)]
         priority = "stat" if stat else None
         return order_suggestions(self.inp, wanted, reason=reason, recommended=wanted, priority=priority)
 
@@ -349,6 +350,26 @@ def readable(m: Measurement | None) -> Measurement | None:
     return m if m is not None and m.unusable is None and m.value is not None else None
 
 
+# Orderable concept → (measurement kinds any of which make it current, policy window key). Imaging below.
+_RESULT_OF: dict[str, tuple[tuple[str, ...], str]] = {
+    "inr": (("inr",), "coag_lab_window_days"),
+    "cbc": (("wbc", "platelets"), "coag_lab_window_days"),
+    "crp": (("crp",), "infection_lab_window_days"),
+    "esr": (("esr",), "infection_lab_window_days"),
+}
+_STUDY_OF = {"mri-spine-stir": "mri", "mri-spine-contrast": "mri", "ct-spine": "ct"}
+
+
+def has_current(c: RuleContext, concept: str) -> bool:
+    """True when the test this orderable stands for already has a current, readable result (V2.7)."""
+    if concept in _RESULT_OF:
+        kinds, window = _RESULT_OF[concept]
+        return all(readable(latest_result(c, k, c.days(window))) is not None for k in kinds)
+    if concept in _STUDY_OF:
+        return any(i.modality == _STUDY_OF[concept] for i in current_imaging(c))
+    return False
+
+
 def risk_conditions(c: RuleContext) -> list[ConditionFact]:
     return active_conditions(c, {"diabetes", "immunosuppression"})
 
@@ -426,6 +447,7 @@ def finding(
     line: str = "",
     links: tuple[LinkSpec, ...] = (),
     stat: bool | None = None,
+    repeat: bool = False,
 ) -> Finding:
     """A finding in the catalog's terms: its citation and override reasons come with the rule id, so a rule
     only says what triggered it, on which facts, in which words. `orders` are suggested (stat when the
@@ -440,7 +462,9 @@ def finding(
         citation=CITATION[rule_id],
         evidence=tuple(evidence),
         policy_used={**c.pv(*policy), **(policy_used or {})},
-        suggestions=c.orders(wanted, why, stat=indicator == "critical" if stat is None else stat)
+        suggestions=c.orders(
+            wanted, why, stat=indicator == "critical" if stat is None else stat, repeat=repeat
+        )
         if wanted
         else (),
         override_reasons=_reasons(*reasons) if reasons is not None else None,
@@ -574,6 +598,7 @@ def labs_out_of_range(c: RuleContext) -> Finding | None:
         evidence=[m.evidence for m in judged],
         orders=[{"inr": "inr", "platelets": "cbc"}[m.kind] for m in judged] if imminent else (),
         why="Repeat before vertebral augmentation",
+        repeat=True,
         policy=("coag_lab_window_days", "inr_max_explained_vka", "imminent_hours"),
         policy_used={"inr_max": inr_max, "platelets_min": plt_min},
         line=explained or summary,
@@ -829,7 +854,6 @@ def posterior_wall(c: RuleContext) -> Finding | None:
     shown = [md_escape(x.display) for x in conds] + [
         f"{i.modality.upper()} {day(i.time, c.now)}" for i in studies
     ]
-    ct_current = any(i.modality == "ct" for i in current_imaging(c))
     return finding(
         c,
         POSTERIOR_WALL,
@@ -840,7 +864,7 @@ def posterior_wall(c: RuleContext) -> Finding | None:
         "ask "
         "for a surgical opinion if the canal is compromised.",
         evidence=[*(x.evidence for x in conds), *(i.evidence for i in studies)],
-        orders=([] if ct_current else ["ct-spine"]) + ["consult-spine-surgery"],
+        orders=["ct-spine", "consult-spine-surgery"],
         why="Posterior wall involvement before vertebral augmentation",
         line="Posterior wall involvement or retropulsion on record: assess canal compromise on CT",
     )

@@ -43,12 +43,18 @@ def _infection_labs(wbc: float | None, crp: float | None) -> ClinicalFacts:
 
 
 def test_fever_in_the_last_72_hours_is_critical_with_stat_work_up() -> None:
-    f = ready_facts()
+    f = _infection_labs(None, None)
     f.measurements.append(meas("temperature", 38.4, timedelta(hours=10)))
     card = by_rule(run(f))[ACTIVE]
     assert card.indicator == "critical" and "temperature 38.4" in card.summary
     assert set(suggested_codes(card)) == {"58410-2", "1988-5", "30341-2", "600-7"}
     assert priorities(card) == {"stat"}
+
+
+def test_a_test_with_a_current_readable_result_is_not_suggested_again() -> None:
+    f = _infection_labs(7.0, 3.0)  # WBC, platelets and CRP current
+    f.measurements.append(meas("temperature", 38.4, timedelta(hours=10)))
+    assert set(suggested_codes(by_rule(run(f))[ACTIVE])) == {"30341-2", "600-7"}  # ESR and cultures only
 
 
 def test_old_fever_or_normal_temperature_no_card() -> None:
