@@ -350,7 +350,7 @@ def readable(m: Measurement | None) -> Measurement | None:
     return m if m is not None and m.unusable is None and m.value is not None else None
 
 
-# Orderable concept → (measurement kinds any of which make it current, policy window key). Imaging below.
+# Orderable concept → (measurement kinds that must all be current, policy window key). Imaging below.
 _RESULT_OF: dict[str, tuple[tuple[str, ...], str]] = {
     "inr": (("inr",), "coag_lab_window_days"),
     "cbc": (("wbc", "platelets"), "coag_lab_window_days"),
