@@ -10,7 +10,7 @@ Card text is our own paraphrase of the chapter; record text goes through `md_esc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -140,6 +140,18 @@ class RuleContext:
     scope: Scope
     renal: Renal
     anchor: Anchor
+    # Per-call memo (measurements by kind, the work-up items): computed once, read by several rules.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def measurements(self, kind: str) -> list[Measurement]:
+        by_kind: dict[str, list[Measurement]] | None = self.memo.get("by_kind")
+        if by_kind is None:
+            by_kind = {}
+            for m in self.inp.facts.measurements:
+                if m.time is not None:
+                    by_kind.setdefault(m.kind, []).append(m)
+            self.memo["by_kind"] = by_kind
+        return by_kind.get(kind, [])
 
     @property
     def now(self) -> datetime:
@@ -338,11 +350,7 @@ def judged_imaging(c: RuleContext) -> ImagingFact | None:
 def latest_result(c: RuleContext, kind: str, window: timedelta) -> Measurement | None:
     """The latest result of a kind inside [anchor − window, now], readable or not (the latest governs)."""
     since = c.anchor.since(window)
-    found = [
-        m
-        for m in c.inp.facts.measurements
-        if m.kind == kind and m.time is not None and since <= m.time <= c.now
-    ]
+    found = [m for m in c.measurements(kind) if m.time is not None and since <= m.time <= c.now]
     return max(found, key=lambda m: m.time.timestamp() if m.time else 0.0) if found else None
 
 

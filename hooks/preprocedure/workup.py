@@ -144,7 +144,14 @@ def _renal(c: r.RuleContext) -> WorkItem | None:
 
 
 def workup(c: r.RuleContext) -> list[WorkItem]:
-    """Every work-up item of the checklist, in the order a clinician would chase them."""
+    """Every work-up item of the checklist, in the order a clinician would chase them (once per call)."""
+    found: list[WorkItem] | None = c.memo.get("workup")
+    if found is None:
+        found = c.memo["workup"] = _workup(c)
+    return found
+
+
+def _workup(c: r.RuleContext) -> list[WorkItem]:
     window = "coag_lab_window_days"
     items: list[WorkItem | None] = [
         _day_of_inr(c),
