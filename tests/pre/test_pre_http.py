@@ -172,6 +172,39 @@ def test_order_select_clopidogrel_while_va_booked_in_three_days(client: TestClie
     assert "inside its 5-day hold" in r.json()["cards"][0]["summary"]
 
 
+def test_why_planned_va_patient_on_warfarin_signing_a_warfarin_order_gets_the_hold_card(
+    client: TestClient,
+) -> None:
+    # The sandbox symptom of the issue: a planned-VA patient on warfarin got "All clear!" on a warfarin order.
+    planned = {
+        **va_draft(PID),
+        "id": "va-planned",
+        "status": "active",
+        "occurrenceDateTime": (LAST + timedelta(days=4)).isoformat(),
+    }
+    warfarin = {
+        "resourceType": "MedicationRequest",
+        "id": "rx-warf",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{PID}"},
+        "medicationCodeableConcept": {
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "855332",
+                    "display": "Warfarin Sodium 5 MG Oral Tablet",
+                }
+            ]
+        },
+    }
+    r = client.post(URL, json=body("order-sign", [warfarin], prefetch([planned])))
+    assert r.status_code == 200
+    assert rules(r) == ["pre.antithrombotic-order-while-va-planned"]  # only it (and sys.*) on this path
+    card = r.json()["cards"][0]
+    assert card["indicator"] == "warning" and "Warfarin ordered while a VA is planned" in card["summary"]
+
+
 def test_patient_view_with_planned_va_shows_readiness_review(client: TestClient) -> None:
     planned = {
         **va_draft(PID),
