@@ -524,6 +524,8 @@ def antithrombotic_active(c: RuleContext) -> Finding | None:
         + (f" Last ordered {day(m.authored)} — confirm it is still taken." if stale(c, m) else "")
         for m in meds
     ]
+    if len(lines) > 4:  # V2.8: a short card; the evidence lists every record
+        lines = [*lines[:3], f"- and {len(lines) - 3} more: {', '.join(m.ingredient for m in meds[3:])}."]
     longest = max(holds.values(), key=lambda h: h.days or 0.0)
     renal_split = any(
         (rule := c.policy.hold(i)) is not None and rule.days_reduced_renal is not None for i in holds

@@ -246,7 +246,8 @@ def test_worst_case_patient_every_card_valid_short_and_sorted() -> None:
     assert {k: where[k] for k in WORST_FOLDED} == WORST_FOLDED
     for c in cards:
         assert len(c.summary) < 140, c.summary
-        assert len([line for line in c.detail.splitlines() if line.strip()]) <= 12, c.rule_id
+        if c.rule_id != "pre.checklist":  # the checklist alone may carry a table of its open items (V2.8)
+            assert len([line for line in c.detail.splitlines() if line.strip()]) <= 8, c.rule_id
         assert c.citation
         assert "Policy values used" not in c.detail and "cut-point" not in all_text(c)
     built = build_cards(cards, "https://cds.example.org")  # raises on any spec violation
@@ -285,6 +286,8 @@ def test_summaries_stay_short_across_many_agents() -> None:
         f.draft_medications.append(med(ing, draft=True))
     for c in run(f):
         assert len(c.summary) < 140, c.summary
+        if c.rule_id != "pre.checklist":
+            assert len([line for line in c.detail.splitlines() if line.strip()]) <= 8, c.rule_id
 
 
 # ---- checklist ----
