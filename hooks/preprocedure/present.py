@@ -13,7 +13,8 @@ unless the procedure is imminent with a work-up row still open.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from dataclasses import replace
 
 from cds_service.contracts import INDICATOR_ORDER, CardSpec, Finding, HookInput, SuggestionSpec
@@ -108,6 +109,7 @@ def present(c: r.RuleContext, findings: list[Finding], failed: list[str]) -> lis
         )
     work = w.workup(c)
     rows = checklist_rows(c, fired, failed, work)
+    _remember(c.inp, rows)
     checklist = checklist_finding(c, rows, work)
     items = folded[r.CHECKLIST]
     context = [f"- {f.line or f.summary}" for f in items if f.rule_id not in w.MISSING_RULES]
@@ -123,8 +125,26 @@ def evaluate(c: r.RuleContext) -> tuple[list[Finding], list[str]]:
     return run_isolated(FULL_RULES, c)
 
 
+# The rows of the last few calls, by the identity of their HookInput: the core attaches the checklist link
+# right after the handler ran, and this saves running every rule a second time on the response path.
+_RECENT_ROWS: OrderedDict[int, tuple[HookInput, list[ChecklistItem]]] = OrderedDict()
+_RECENT_MAX = 64
+_recent_lock = threading.Lock()
+
+
+def _remember(inp: HookInput, rows: list[ChecklistItem]) -> None:
+    with _recent_lock:
+        _RECENT_ROWS[id(inp)] = (inp, rows)
+        while len(_RECENT_ROWS) > _RECENT_MAX:
+            _RECENT_ROWS.popitem(last=False)
+
+
 def checklist_items(inp: HookInput, policy: Policy) -> list[ChecklistItem]:
     """The checklist rows for one hook input, as the checklist page shows them (empty when out of scope)."""
+    with _recent_lock:
+        seen = _RECENT_ROWS.pop(id(inp), None)
+    if seen is not None and seen[0] is inp:  # the same call, not an object that reused its id
+        return seen[1]
     scope = scope_of(inp.hook, inp.facts)
     if scope.mode != "full" or r.is_deceased(inp):
         return []

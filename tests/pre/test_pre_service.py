@@ -374,3 +374,17 @@ def test_a_failing_rule_is_named_and_the_others_still_answer(monkeypatch: pytest
     failed = next(c for c in cards if c.rule_id == "sys.check-failed")
     assert "pre.coag.antithrombotic-active" in failed.detail and failed.indicator == "warning"
     assert {"pre.infection.active", "pre.allergy.cement", "pre.checklist"} <= ids
+
+
+def test_checklist_page_rows_are_the_rows_of_the_call_that_just_ran() -> None:
+    from dataclasses import replace
+
+    from hooks.preprocedure import checklist_items
+    from tests.pre.builders import POLICY, hook_input
+
+    f = _everything_wrong()
+    inp = hook_input(f)
+    SERVICE.handler(inp)
+    remembered = checklist_items(inp, POLICY)  # taken from the call
+    recomputed = checklist_items(replace(inp), POLICY)  # a new object: the rules run again
+    assert remembered == recomputed and remembered
