@@ -858,7 +858,8 @@ def neuro_red_flags(c: RuleContext) -> Finding | None:
 
 def posterior_wall(c: RuleContext) -> Finding | None:
     conds = active_conditions(c, POSTERIOR_WALL_CONCEPTS)
-    studies = [i for i in spine_studies(c.inp.facts.imaging) if i.findings & POSTERIOR_WALL_CONCEPTS][:1]
+    # Current imaging only: an old report's retropulsion belongs to an old fracture.
+    studies = [i for i in current_imaging(c) if i.findings & POSTERIOR_WALL_CONCEPTS][:1]
     if not (conds or studies):
         return None
     shown = [md_escape(x.display) for x in conds] + [

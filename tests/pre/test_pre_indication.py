@@ -104,8 +104,11 @@ def test_posterior_wall_folds_into_a_new_neuro_deficit() -> None:
     assert len([s for s in by_rule(cards)[NEURO].suggestions if "neurosurgeon" in s.description]) == 1
 
 
-def test_no_posterior_wall_finding_no_card() -> None:
+def test_no_posterior_wall_finding_no_card_and_an_old_report_does_not_count() -> None:
     assert WALL not in carried(run(ready_facts()))
+    f = ready_facts()
+    f.imaging = [mri(), mri(ago=timedelta(days=900), findings=("retropulsion",))]
+    assert WALL not in carried(run(f))
 
 
 # ---- concordance ----
