@@ -240,8 +240,9 @@ RULE_DOCS: tuple[RuleDoc, ...] = (
         r.POSTERIOR_WALL,
         "Posterior wall involvement or retropulsion",
         "warning",
-        "Card (warning) when an imaging conclusion or a condition documents retropulsion, a posterior wall "
-        "fracture or canal compromise. Folds into pre.indication.neuro-red-flags when that fires.",
+        "Card (warning) when a current imaging conclusion or an active condition documents retropulsion, a "
+        "posterior wall fracture or canal compromise. Folds into pre.indication.neuro-red-flags when that "
+        "fires.",
         ("Spine imaging conclusions", "Conditions"),
         (
             "Assess canal compromise on CT (suggested unless a current CT exists)",
