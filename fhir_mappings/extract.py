@@ -453,6 +453,7 @@ class _Extractor:
             set()
         )  # fullUrls of the context patient's Patient entries (urn:uuid refs)
         self.other_patients: set[str] = set()  # ids / fullUrls of Patient resources of other patients
+        self._verdicts: dict[str, bool | None] = {}  # subject reference → names another patient?
         self.by_ref: dict[str, dict[str, Any]] = {}
         self.handlers: dict[str, Callable[[dict[str, Any], str, bool], None]] = {
             "Patient": self.patient,
@@ -589,17 +590,28 @@ class _Extractor:
             rid = _s(r.get("id"))
             return rid is not None and rid != self.patient_id
         for key in ("subject", "patient"):
-            target = _s(_get(r.get(key), "reference"))
-            if target is None:
+            holder = r.get(key)
+            target = holder.get("reference") if isinstance(holder, dict) else None
+            if not isinstance(target, str):
                 continue
-            m = _PATIENT_REF.search(target)
-            if m is not None:
-                return m.group(1) != self.patient_id
-            if target.startswith("urn:"):
-                if target in self.patient_urls or target.rsplit(":", 1)[-1] == self.patient_id:
-                    return False
-                return target in self.other_patients
+            verdict = self._verdicts.get(target)
+            if verdict is None:  # a record names its patient the same way thousands of times: judge it once
+                verdict = self._names_other_patient(target)
+                self._verdicts[target] = verdict
+            if verdict is not None:
+                return verdict
         return False
+
+    def _names_other_patient(self, target: str) -> bool | None:
+        """True/False when the reference names another / this patient; None when it names no patient."""
+        m = _PATIENT_REF.search(target.strip())
+        if m is not None:
+            return m.group(1) != self.patient_id
+        if target.startswith("urn:"):
+            if target in self.patient_urls or target.rsplit(":", 1)[-1] == self.patient_id:
+                return False
+            return target in self.other_patients
+        return None
 
     def future(self, t: datetime | None, ref: str, what: str) -> bool:
         """True (counted, reported) when a clinical time is after now: a data error, not evidence (V2.10)."""

@@ -19,7 +19,7 @@ from hooks.common import data_unavailable_card
 from tests.core.conftest import FHIR, NOW, make_settings
 
 RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
-CHECKS = {"meds": ("anticoagulant review",), MEDICATION_REFS_KEY: ("medications named by reference",)}
+CHECKS = {"meds": ("anticoagulant review",)}  # the core names MEDICATION_REFS_KEY's checks for every family
 
 
 def _handler(inp: HookInput) -> list[CardSpec]:
@@ -132,7 +132,8 @@ def test_failed_fetch_leaves_it_unidentified_and_names_the_check(client: TestCli
     unavailable = next(
         c for c in payload["cards"] if c["extension"]["org.va-cds.rule"] == "sys.data-unavailable"
     )
-    assert "medications named by reference" in unavailable["detail"]
+    assert "the Medication could not be fetched" in unavailable["detail"]
+    assert unavailable["extension"]["org.va-cds.policy"]["unavailable_sources"] == [MEDICATION_REFS_KEY]
 
 
 def test_a_fetched_resource_that_is_not_that_medication_is_a_failure(client: TestClient) -> None:
