@@ -33,6 +33,7 @@ from starlette.responses import Response
 from cds_service.auth import AuthError, JwtVerifier, load_trust, www_authenticate
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
+from cds_service.database_url import ensure_folder
 from cds_service.errors import ClientError, outcome_response
 from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
@@ -174,6 +175,7 @@ def create_app(
     for svc in services:
         for template in svc.prefetch.values():
             check_template(template, svc.hooks)
+    ensure_folder(settings.database_url)  # ./var of the default SQLite file on a fresh checkout
     store = Store(settings.database_url)
     try:
         store.upgrade()  # migrations on start-up; `va-cds db upgrade` does the same by hand
