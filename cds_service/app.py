@@ -51,6 +51,7 @@ from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
 from cds_service.persistence.writer import GroupCommitWriter, write_now
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
+from cds_service.private_network import PrivateNetworkAccess
 from cds_service.settings import Settings
 from fhir_mappings.library import ValueSetLibrary, default_library
 from hooks import build_services
@@ -212,6 +213,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+        # Outside CORS: adds the Private Network Access grant to the preflights CORS approved.
+        app.add_middleware(PrivateNetworkAccess)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
@@ -367,7 +370,16 @@ def create_app(
         ops_router(lambda: state.store, lambda: state.metrics, lambda: _readiness(state)),
     )
     _include_docs(app, state)
+    if settings.demo:
+        _include_demo(app, state)
     return app
+
+
+def _include_demo(app: FastAPI, state: State) -> None:
+    from cds_service.demo import demo_router
+
+    app.include_router(demo_router(state.clock, state.base_url))
+    log.warning("demo data source on: synthetic patients served read-only at /demo/fhir (VA_CDS_DEMO=1)")
 
 
 def _include_docs(app: FastAPI, state: State) -> None:

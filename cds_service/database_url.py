@@ -31,10 +31,16 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def ensure_folder(url: str) -> None:
-    """Create the folder of a SQLite database file (for commands that write: serve, db upgrade)."""
+    """Create the folder of a SQLite database file (for commands that write: serve, db upgrade).
+
+    A folder that cannot be made is left to the database open that follows, which names the problem.
+    """
     path = sqlite_file(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
 
 
 def unreadable_reason(url: str) -> str | None:

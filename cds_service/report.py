@@ -183,7 +183,7 @@ def db_main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None
     try:
         ensure_folder(url)
         store.upgrade()
-    except (StoreUnavailable, OSError) as exc:
+    except StoreUnavailable as exc:
         print(f"va-cds db upgrade: {exc}", file=stderr)
         return 1
     finally:
