@@ -51,7 +51,6 @@ from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
 from cds_service.persistence.writer import GroupCommitWriter, write_now
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
-from cds_service.private_network import PrivateNetworkAccess
 from cds_service.settings import Settings
 from fhir_mappings.library import ValueSetLibrary, default_library
 from hooks import build_services
@@ -211,10 +210,11 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
+            # Chrome asks before a public page (the https sandbox) calls loopback: a preflight with
+            # Access-Control-Request-Private-Network gets the grant, for allowed origins only.
+            allow_private_network=True,
             max_age=600,
         )
-        # Outside CORS: adds the Private Network Access grant to the preflights CORS approved.
-        app.add_middleware(PrivateNetworkAccess)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:

@@ -2,7 +2,7 @@
 
 Each patient shows one part of va-cds (see the README's sandbox walkthrough):
 
-* `demo-planned-warfarin`: a kyphoplasty planned next week, on warfarin, INR 2.6 two days ago
+* `demo-planned-warfarin`: a kyphoplasty planned in four days, on warfarin, INR 2.6 two days ago
   (pre-procedure readiness on Patient View; the planned-VA card when warfarin is signed on Rx Sign).
 * `demo-post-hypoxaemia`: a vertebroplasty two days ago, then SpO₂ 86 %, a fast breathing rate and dyspnoea.
 * `demo-post-infection`: a kyphoplasty three weeks ago, then fever and a CRP rising over ten days.
@@ -232,7 +232,7 @@ def _planned_warfarin(now: datetime) -> list[Resource]:
             },
             "subject": _subject(pid),
             "authoredOn": _at(now - 3 * day),
-            "occurrenceDateTime": _at(now + 7 * day),
+            "occurrenceDateTime": _at(now + 4 * day),  # inside warfarin's 5-day hold: Rx Sign warns
             "reasonReference": [{"reference": f"Condition/{pid}-fracture"}],
         },
     ]
