@@ -140,18 +140,18 @@ class State:
 
 def _descriptors(services: dict[str, ServiceDefinition]) -> list[ServiceDescriptor]:
     out = []
+    # One entry per id (catalog V2.1): the sandbox and many EHRs keep one hook per service URL.
     for svc in services.values():
-        for hook in svc.hooks:  # the same id once per hook (spec item 36)
-            out.append(
-                ServiceDescriptor(
-                    hook=hook,
-                    id=svc.id,
-                    title=svc.title,
-                    description=svc.description,
-                    prefetch=dict(svc.prefetch) or None,
-                    usageRequirements=svc.usage_requirements or None,
-                )
+        out.append(
+            ServiceDescriptor(
+                hook=svc.hook,
+                id=svc.id,
+                title=svc.title,
+                description=svc.description,
+                prefetch=dict(svc.prefetch) or None,
+                usageRequirements=svc.usage_requirements or None,
             )
+        )
     return out
 
 
@@ -174,7 +174,7 @@ def create_app(
     services = build_services(policy) if services is None else services
     for svc in services:
         for template in svc.prefetch.values():
-            check_template(template, svc.hooks)
+            check_template(template, (svc.hook,))
     ensure_folder(settings.database_url)  # ./var of the default SQLite file on a fresh checkout
     store = Store(settings.database_url)
     try:
@@ -296,9 +296,9 @@ def create_app(
             req = HookRequest.model_validate(raw)
         except ValidationError as exc:
             raise ClientError(400, f"invalid CDS Hooks request: {_pretty_errors(exc)}") from None
-        if req.hook not in svc.hooks:
+        if req.hook != svc.hook:
             raise ClientError(
-                400, f"service '{svc.id}' does not answer hook '{req.hook}' (it answers {list(svc.hooks)})"
+                400, f"service '{svc.id}' does not answer hook '{req.hook}' (it answers '{svc.hook}')"
             )
         problems = context_problems(req.hook, req.context)
         if problems:

@@ -161,14 +161,12 @@ def _choose(services: list[ServiceDefinition], hook: str, wanted: str | None) ->
             raise UsageError(
                 f"unknown service {wanted!r}; the services are: {', '.join(s.id for s in services)}"
             )
-        if hook not in svc.hooks:
-            raise UsageError(
-                f"service {wanted!r} does not answer hook {hook!r}; it answers: {', '.join(svc.hooks)}"
-            )
+        if hook != svc.hook:
+            raise UsageError(f"service {wanted!r} does not answer hook {hook!r}; it answers {svc.hook!r}")
         return [svc]
-    chosen = [s for s in services if hook in s.hooks]
+    chosen = [s for s in services if s.hook == hook]
     if not chosen:
-        hooks = sorted({h for s in services for h in s.hooks})
+        hooks = sorted({s.hook for s in services})
         raise UsageError(f"no service answers hook {hook!r}; the hooks answered are: {', '.join(hooks)}")
     return chosen
 
