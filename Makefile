@@ -65,11 +65,11 @@ PIP_COMPILE = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile
 	--allow-unsafe --strip-extras --all-build-deps --no-emit-index-url --no-emit-find-links \
 	--no-emit-trusted-host $(if $(UPGRADE),--upgrade)
 
+# The development lock is constrained by the runtime one: both install the same runtime versions.
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet 'pip-tools>=7.4'
 	$(PIP_COMPILE) --output-file $(LOCK) pyproject.toml
-	# development lock constrained by the runtime one: both install the same runtime versions
 	$(PIP_COMPILE) --extra dev --constraint $(LOCK) --output-file $(DEV_LOCK) pyproject.toml
 
 bench: $(DEV_STAMP)
