@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from cds_service.app import create_app
 from cds_service.cli import main
+from cds_service.settings import Settings
 from hooks import build_services
 from hooks.policy import load_policy
 
@@ -214,3 +225,89 @@ def test_db_upgrade_then_report_through_the_cli(tmp_path: Path, capsys) -> None:
 def test_unknown_command_prints_usage(capsys) -> None:
     assert main(["frobnicate"]) == 2
     assert "usage: va-cds" in capsys.readouterr().err
+
+
+# ---- one default database ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with nothing in it and no database settings: the defaults apply."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("VA_CDS_DATABASE_URL", "VA_CDS_SETTINGS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def test_report_before_any_database_names_the_url_and_the_fix_and_creates_nothing(
+    fresh_checkout: Path, capsys
+) -> None:
+    assert main(["report", "overrides"]) == 1
+    err = capsys.readouterr().err
+    assert "no database at sqlite:///./var/va-cds.db" in err
+    assert "va-cds db upgrade" in err and "Traceback" not in err
+    assert list(fresh_checkout.iterdir()) == []  # no empty database file, no ./var
+
+
+def test_report_on_a_database_without_the_schema_says_what_to_run(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "other.db"
+    sqlite3.connect(db).close()  # an existing, empty SQLite file
+    url = f"sqlite:///{db}"
+    assert main(["report", "overrides", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert f"the database at {url} has no va-cds schema" in err
+    assert f"va-cds db upgrade --database-url {url}" in err
+
+
+def test_serve_db_upgrade_and_report_share_one_default_database(fresh_checkout: Path, capsys) -> None:
+    assert Settings().database_url == "sqlite:///./var/va-cds.db"
+    with TestClient(create_app(Settings(auth_mode="off"))) as client:  # what `va-cds serve` builds
+        assert client.get("/ready").status_code == 200
+    assert (fresh_checkout / "var" / "va-cds.db").is_file()  # ./var created for it
+    assert main(["db", "upgrade"]) == 0
+    assert main(["report", "overrides"]) == 0
+    assert "no cards recorded" in capsys.readouterr().out
+
+
+# ---- serve stops cleanly -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_exits_0_after_ctrl_c_or_sigterm(sig: signal.Signals, tmp_path: Path) -> None:
+    """`make serve` execs `va-cds serve`: its exit status is what make reports (no `Error 130/143`)."""
+    port = _free_port()
+    env = {**os.environ, "VA_CDS_AUTH_MODE": "off", "VA_CDS_DATABASE_URL": f"sqlite:///{tmp_path}/s.db"}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text(errors="replace")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("va-cds serve did not become ready:\n" + log.read_text(errors="replace"))
+        proc.send_signal(sig)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    output = log.read_text(errors="replace")
+    assert code == 0, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
