@@ -300,3 +300,45 @@ def test_feedback_from_the_sandbox_is_accepted(sandbox: Sandbox) -> None:
     r = sandbox.cds("POST", f"{DISCOVERY}/{sid}/feedback", feedback)
     assert r.status_code == 200, r.text
     assert urlsplit(sandbox.calls[-1]).path.endswith("/feedback")
+
+
+def test_va_cds_evaluate_runs_the_examples_against_a_running_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README step 5 with the offline tool: `va-cds evaluate examples/...` fetches from the demo data."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from cds_service.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(auth_mode="off", database_url=f"sqlite:///{tmp_path}/e.db", demo=True)  # type: ignore[call-arg]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "demo server did not start"
+            time.sleep(0.05)
+        for name, rule in [
+            ("order-sign-kyphoplasty.json", "pre.coag.antithrombotic-active"),
+            ("encounter-discharge-demo.json", "discharge.neuro-exam-missing"),
+        ]:
+            body = json.loads((EXAMPLES / name).read_text())
+            body["fhirServer"] = f"http://127.0.0.1:{port}/demo/fhir"  # the example names :8080
+            path = tmp_path / name
+            path.write_text(json.dumps(body))
+            assert main(["evaluate", str(path), "--format", "json"]) == 0
+            out = json.loads(capsys.readouterr().out)
+            found = {c["extension"]["org.va-cds.rule"] for s in out["services"] for c in s["cards"]}
+            assert rule in found and "sys.data-unavailable" not in found, found
+    finally:
+        server.should_exit = True
+        thread.join(10)
