@@ -52,12 +52,12 @@ def demo_router(clock: Callable[[], datetime], base_url: Callable[[Request], str
     async def metadata(request: Request) -> Response:
         return _fhir(capability_statement(base(request), clock().date().isoformat()))
 
-    @router.get("/{rtype}")
-    async def search_get(rtype: str, request: Request) -> Response:
-        return run(request, rtype, parse_qs(request.url.query))
+    @router.get("/{resource_type}")
+    async def search_get(resource_type: str, request: Request) -> Response:
+        return run(request, resource_type, parse_qs(request.url.query))
 
-    @router.post("/{rtype}/_search")
-    async def search_post(rtype: str, request: Request) -> Response:
+    @router.post("/{resource_type}/_search")
+    async def search_post(resource_type: str, request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body = await request.body()
         if body and ctype != "application/x-www-form-urlencoded":
@@ -67,14 +67,14 @@ def demo_router(clock: Callable[[], datetime], base_url: Callable[[Request], str
         params = parse_qs(request.url.query)
         for name, values in parse_qs(body.decode("utf-8", "replace")).items():
             params.setdefault(name, []).extend(values)
-        return run(request, rtype, params)
+        return run(request, resource_type, params)
 
-    @router.get("/{rtype}/{rid}")
-    async def read_one(rtype: str, rid: str) -> Response:
-        _known(rtype)
-        resource = read(demo_resources(clock()), rtype, rid)
+    @router.get("/{resource_type}/{resource_id}")
+    async def read_one(resource_type: str, resource_id: str) -> Response:
+        _known(resource_type)
+        resource = read(demo_resources(clock()), resource_type, resource_id)
         if resource is None:
-            raise ClientError(404, f"{rtype}/{rid} is not in the demo data")
+            raise ClientError(404, f"{resource_type}/{resource_id} is not in the demo data")
         return _fhir(resource)
 
     return router
