@@ -20,11 +20,13 @@ RUN_STAMP := $(VENV)/.installed-run-$(call checksum,$(LOCK) pyproject.toml)
 DEV_STAMP := $(VENV)/.installed-dev-$(call checksum,$(DEV_LOCK) pyproject.toml)
 
 # The lock carries setuptools (the build backend), so va-cds itself is installed without build isolation:
-# nothing unpinned is downloaded.
+# nothing unpinned is downloaded. setuptools prints an information-only note on every editable install
+# ("Editable installation … be careful with folders"): filtered by its exact text, nothing else is hidden.
 define install_from
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(1)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet --no-deps \
+		--no-build-isolation -e .
 endef
 
 .PHONY: serve test lint lock bench soak clean
