@@ -386,6 +386,9 @@ def _include_docs(app: FastAPI, state: State) -> None:
     from cds_service.docs_pages import docs_router
 
     app.include_router(docs_router(state))
+    from cds_service.smart.routes import smart_router  # issue 20: the checklist as a SMART app
+
+    app.include_router(smart_router(state))
 
 
 def _readiness(state: State) -> dict[str, bool]:
