@@ -47,7 +47,9 @@ def _ids(bundle: dict[str, Any]) -> list[str]:
     return [e["resource"]["id"] for e in bundle["entry"]]
 
 
-def test_off_unless_enabled(tmp_path: Path) -> None:
+def test_off_unless_enabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VA_CDS_DEMO", raising=False)
+    monkeypatch.delenv("VA_CDS_SETTINGS_FILE", raising=False)
     with _client(tmp_path, demo=False) as c:
         assert c.get("/demo/fhir/metadata").status_code == 404
         assert c.get("/demo/fhir/Patient").status_code == 404
