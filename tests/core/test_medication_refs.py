@@ -168,3 +168,11 @@ def test_references_to_other_servers_or_urns_are_never_fetched() -> None:
     assert medication_id("Medication/../../Patient", FHIR) is None
     stopped = {**by_reference("mr9", "Medication/x"), "status": "stopped"}
     assert unresolved_references([by_reference("a", "Medication/x"), stopped], [], FHIR) == ["x"]
+
+
+def test_a_timed_out_fetch_is_a_failure_not_silence(client: TestClient) -> None:
+    respx.get(f"{FHIR}/Medication/w1").mock(side_effect=httpx.ReadTimeout("stalled"))
+    assert sorted(rules(call(client, [by_reference("mr1", "Medication/w1")]))) == [
+        "sys.data-unavailable",
+        "test.unidentified",
+    ]
