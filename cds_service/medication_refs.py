@@ -105,8 +105,13 @@ async def fetch_medications(
     client: Any,  # what `prefetch.resolve` takes: the app's shared FHIR client
     limits: FetchLimits,
     seconds_left: float,
+    allowed: frozenset[str] | None = None,
 ) -> tuple[list[dict[str, Any]], KeyOutcome | None]:
-    """(Medications fetched, the outcome of `MEDICATION_REFS_KEY`), or ([], None) when nothing was tried."""
+    """(Medications fetched, the outcome of `MEDICATION_REFS_KEY`), or ([], None) when nothing was tried.
+
+    `allowed`: the FHIR bases this caller may name, forwarded to `resolve` when given (the allowlist of the
+    FHIR client, so the token never goes to a base the prefetch itself would refuse).
+    """
     if not fhir_server:
         return [], None
     resources = list(resources)
@@ -125,6 +130,7 @@ async def fetch_medications(
         access_token,
         client,
         dataclasses.replace(limits, deadline_s=seconds_left),
+        **({"allowed": allowed} if allowed is not None else {}),
     )
     fetched: list[dict[str, Any]] = []
     problems: list[str] = []

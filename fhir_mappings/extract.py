@@ -3,6 +3,11 @@
 Reads parsed dicts directly (no fhir.resources validation: ~0.3 ms per resource is too slow for a prefetch),
 selects resources by code first and builds facts only for matches. Anything malformed is reported in
 `ClinicalFacts.problems`; `extract_facts` never raises.
+
+What counts (catalog v2, V2.4/V2.10/V2.11): a resource naming another patient than the context's is left out
+and counted (`wrong_patient`), as is one whose clinical time lies after the request time (`future_dated`);
+preliminary results count and say so; a numeric valueString is a value; a medication named by a reference
+nothing resolves is recorded as unidentified, never as "no such drug". Every time is timezone-aware UTC.
 """
 
 from __future__ import annotations

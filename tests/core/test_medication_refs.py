@@ -165,7 +165,8 @@ def test_references_to_other_servers_or_urns_are_never_fetched() -> None:
     assert medication_id(f"{FHIR}/Medication/w1/_history/2", FHIR) == "w1"
     assert medication_id("https://other.example.org/fhir/Medication/w1", FHIR) is None  # token stays home
     assert medication_id("urn:uuid:7f0b", FHIR) is None
-    assert medication_id("Medication/../../Patient", FHIR) is None
+    assert medication_id("Medication/%2E%2E/Patient", FHIR) is None  # not a FHIR id: never sent
+    assert medication_id("Medication/a b", FHIR) is None
     stopped = {**by_reference("mr9", "Medication/x"), "status": "stopped"}
     assert unresolved_references([by_reference("a", "Medication/x"), stopped], [], FHIR) == ["x"]
 
