@@ -9,11 +9,9 @@ OperationOutcome saying what is wrong; the service never answers client input wi
 from __future__ import annotations
 
 import logging
-import secrets
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,20 +23,20 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from cds_service.auth import AuthError, JwtVerifier, load_trust, www_authenticate
+from cds_service.auth import AuthError, www_authenticate
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
+from cds_service.database_url import ensure_folder
+from cds_service.docs_pages import docs_router
 from cds_service.errors import ClientError, outcome_response
 from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
 from cds_service.invocation import InvocationResult, invoke
 from cds_service.logs import configure_logging, log_request, patient_hash
-from cds_service.metrics import Metrics
 from cds_service.models import (
     DiscoveryResponse,
     FeedbackRequest,
@@ -48,14 +46,14 @@ from cds_service.models import (
 )
 from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
-from cds_service.persistence.jti import JtiStore
-from cds_service.persistence.writer import GroupCommitWriter, write_now
-from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
-from cds_service.scale import JtiPurger, SharedJti, check_shared_keys
+from cds_service.persistence.writer import write_now
+from cds_service.prefetch import PrefetchUnobtainable, check_template
+from cds_service.scale import check_shared_keys
 from cds_service.settings import Settings
-from fhir_mappings.library import ValueSetLibrary, default_library
+from cds_service.state import State
+from fhir_mappings.library import default_library
 from hooks import build_services
-from hooks.policy import Policy, load_policy
+from hooks.policy import load_policy
 
 log = logging.getLogger("va_cds.app")
 access_log = logging.getLogger("va_cds.access")
@@ -74,75 +72,6 @@ def _pretty_errors(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ())) or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
-
-
-class State:
-    """Everything the routes need, built once per app."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        policy: Policy,
-        library: ValueSetLibrary,
-        services: list[ServiceDefinition],
-        store: Store,
-        clock: Callable[[], datetime],
-        http: httpx.AsyncClient | None,
-        jwt_clock: Callable[[], float] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.policy = policy
-        self.library = library
-        self.services = {s.id: s for s in services}
-        self.store = store
-        self.clock = clock
-        self.metrics = Metrics()
-        self._http = http
-        self.limits = FetchLimits(settings.fhir_deadline_s, settings.fhir_max_pages, settings.fhir_max_bytes)
-        self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
-        # Checklist links are signed with a key derived from this (domain-separated, checklist/token.py).
-        self.link_key = settings.checklist_link_key.encode() if settings.checklist_link_key else self.hash_key
-        # The replay table every worker and replica shares (issue 17): the verifier claims each jti there.
-        self.jti = JtiStore(store)
-        self.shared_jti = SharedJti(self.jti)  # group-committed claims (persistence/jti.py JtiClaimer)
-        # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
-        # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
-        self._writer: GroupCommitWriter | None = None
-        self._writer_lock = threading.Lock()
-        self.audit_writes = AuditWrites(self.metrics)
-        self.verifier: JwtVerifier | None = None
-        if settings.auth_mode == "required":
-            trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
-            if trust.is_empty:
-                log.warning("authentication is required but no issuer is trusted: every call will get 401")
-            self.verifier = JwtVerifier(
-                trust, self.http, clock=jwt_clock or time.time, shared_replay=self.shared_jti
-            )
-        self.jti_purger = JtiPurger(self.jti, settings.jti_purge_interval_s, clock=jwt_clock or time.time)
-
-    @property
-    def writer(self) -> GroupCommitWriter:
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = GroupCommitWriter(self.store, thread_name="va-cds-writer")
-            return self._writer
-
-    def close_writer(self) -> None:
-        """Write everything queued, then stop the writer thread (the next use starts a new one)."""
-        with self._writer_lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        # One shared client (connection reuse); created lazily so tests may inject a respx-mocked one.
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0), follow_redirects=False)
-        return self._http
-
-    def base_url(self, request: Request) -> str:
-        return (self.settings.public_base_url or str(request.base_url)).rstrip("/")
 
 
 def _descriptors(services: dict[str, ServiceDefinition]) -> list[ServiceDescriptor]:
@@ -185,6 +114,7 @@ def create_app(
     for svc in services:
         for template in svc.prefetch.values():
             check_template(template, (svc.hook,))
+    ensure_folder(settings.database_url)  # ./var of the default SQLite file on a fresh checkout
     pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
     store = Store(settings.database_url, **pool)
     try:
@@ -224,6 +154,9 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
+            # Chrome asks before a public page (the https sandbox) calls loopback: a preflight with
+            # Access-Control-Request-Private-Network gets the grant, for allowed origins only.
+            allow_private_network=True,
             max_age=600,
         )
 
@@ -381,12 +314,19 @@ def create_app(
         ops_router(lambda: state.store, lambda: state.metrics, lambda: _readiness(state)),
     )
     _include_docs(app, state)
+    if settings.demo:
+        _include_demo(app, state)
     return app
 
 
-def _include_docs(app: FastAPI, state: State) -> None:
-    from cds_service.docs_pages import docs_router
+def _include_demo(app: FastAPI, state: State) -> None:
+    from cds_service.demo import demo_router
 
+    app.include_router(demo_router(state.clock, state.base_url))
+    log.warning("demo data source on: synthetic patients served read-only at /demo/fhir (VA_CDS_DEMO=1)")
+
+
+def _include_docs(app: FastAPI, state: State) -> None:
     app.include_router(docs_router(state))
     from cds_service.smart.routes import smart_router  # issue 20: the checklist as a SMART app
 
@@ -426,8 +366,18 @@ def _observe(
         duration_ms=round(duration * 1000, 2),
         rules=result.rule_ids,
         fhir={k: o.label() for k, o in result.outcomes.items()},
+        ignored=_ignored(result) or None,
         patient=patient_hash(state.hash_key, pid) if isinstance(pid, str) else None,
     )
+
+
+def _ignored(result: InvocationResult) -> dict[str, int]:
+    """Resources left out as evidence (V2.4/V2.10): another patient's, or dated after the request time."""
+    facts = result.hook_input.facts if result.hook_input is not None else None
+    if facts is None:
+        return {}
+    counts = {"other-patient": facts.wrong_patient, "future-dated": facts.future_dated}
+    return {k: v for k, v in counts.items() if v}
 
 
 def _audit_record(
@@ -455,37 +405,13 @@ def _audit_record(
             }
             for c in result.cards
         ],
-        fhir_outcomes={k: o.label() for k, o in result.outcomes.items()},
+        # The counts of ignored resources ride in the outcomes map (no schema change): "ignored:other-patient"
+        # → "2". They are about the FHIR data the call read, which is what this map records.
+        fhir_outcomes={
+            **{k: o.label() for k, o in result.outcomes.items()},
+            **{f"ignored:{k}": str(v) for k, v in _ignored(result).items()},
+        },
     )
-
-
-class AuditWrites:
-    """Audit records on the writer thread, after the response: the audit write never delays the clinician.
-
-    Batched into the writer's transactions (`Store.write_audits`); one that cannot be stored even on its own
-    is reported here.
-    """
-
-    what = "audit record"
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def write(self, store: Store, conn: Connection, records: Sequence[AuditRecord]) -> None:
-        store.write_audits(conn, records)
-
-    def failed(self, record: AuditRecord, exc: Exception) -> None:
-        if isinstance(exc, StoreUnavailable):
-            self._metrics.audit_write_failures_total.inc()
-            # Degrade to the log so the record is not lost (no PHI in it: the patient id is a keyed hash).
-            log.warning(
-                "audit store unavailable; audit record logged instead",
-                extra={"audit": {**record.__dict__, "received_at": record.received_at.isoformat()}},
-            )
-        else:  # a bug, not the database: say so, with the record's id, rather than lose it silently
-            log.exception(
-                "audit write failed", exc_info=exc, extra={"audit_hook_instance": record.hook_instance}
-            )
 
 
 def __getattr__(name: str) -> Any:

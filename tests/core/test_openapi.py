@@ -8,6 +8,7 @@ import copy
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -604,11 +605,21 @@ def _served_routes(app: Any) -> set[tuple[str, str]]:
     return served
 
 
+def _demo_routes() -> set[tuple[str, str]]:
+    return {(m, p) for m, p in documented_routes() if "demo" in DOC["paths"][p][m.lower()].get("tags", ())}
+
+
 def test_app_serves_exactly_the_documented_routes(make_app: Any) -> None:
-    served = _served_routes(make_app())
+    served = _served_routes(make_app(demo=True))
     documented = documented_routes()
     assert served - documented == set(), "served but not in openapi.yaml"
     assert documented - served == set(), "in openapi.yaml but not served"
+
+
+def test_demo_routes_are_served_only_when_the_demo_is_on(make_app: Any) -> None:
+    demo = _demo_routes()
+    assert demo and all(p.startswith("/demo/fhir") for _, p in demo)
+    assert _served_routes(make_app()) == documented_routes() - demo
 
 
 def test_openapi_yaml_is_served_as_is(client: Any) -> None:
@@ -678,7 +689,12 @@ def test_discovery_and_a_real_hook_call_match_the_document(client: Any) -> None:
     discovery = _discovery(client)
     assert discovery["services"], "no clinical service registered"
     keys = _prefetch_keys(discovery, "va-preprocedure-order-sign", "order-sign")
-    response = client.post("/cds-services/va-preprocedure-order-sign", json=order_sign_request(keys))
+    request = order_sign_request(keys)
+    # Due tomorrow with no labs on file: the checklist card escalates to a warning (catalog V2.12), so the
+    # answer exercises overrideReasons too.
+    tomorrow = (datetime.now(UTC) + timedelta(hours=20)).isoformat()
+    request["context"]["draftOrders"]["entry"][0]["resource"] = {**VA_ORDER, "occurrenceDateTime": tomorrow}
+    response = client.post("/cds-services/va-preprocedure-order-sign", json=request)
     body = assert_documented(response, "/cds-services/{service_id}", "post")
     assert response.status_code == 200
     assert body["cards"], "a VA order with no labs on file should raise cards"
@@ -870,10 +886,15 @@ def test_oversized_bodies_are_a_documented_413(make_app: Any) -> None:
 def test_auth_failures_are_documented_401s_and_open_routes_stay_open(make_app: Any) -> None:
     from fastapi.testclient import TestClient
 
-    with TestClient(make_app(auth_mode="required", trust_preset="sandbox")) as c:
+    with TestClient(make_app(auth_mode="required", trust_preset="sandbox", demo=True)) as c:
         for method, path in sorted(documented_routes()):
             url = path.format(
-                service_id="va-preprocedure-order-sign", rule_id="pre.checklist", token="x", name="va-cds.css"
+                service_id="va-preprocedure-order-sign",
+                rule_id="pre.checklist",
+                token="x",
+                name="va-cds.css",
+                resource_type="Patient",
+                resource_id="demo-planned-warfarin",
             )
             if method == "POST":
                 response = c.post(url, json={}, headers={"Authorization": "Bearer not-a-jwt"})
