@@ -85,6 +85,8 @@ def _merge(results: list[loadgen.LoadResult]) -> dict[str, Any]:
         "p50_ms": round(percentile(ms, 50), 3),
         "p99_ms": round(percentile(ms, 99), 3),
         "throughput_rps": round(len(ms) / elapsed, 1) if elapsed else 0.0,
+        # The generator's own CPU (it shares the cores): what is left for the servers shows in this.
+        "client_cpu_pct": round(100 * sum(r.client_cpu_s for r in results) / elapsed, 1) if elapsed else 0.0,
     }
 
 
@@ -228,12 +230,12 @@ def case_workers(cfg: Config) -> CaseResult:
         SHARED_CPU_NOTE.format(cores=_cores()),
         f"workers: saturation = closed loop, concurrency {cfg.workers_concurrency}, {cfg.workers_rounds} × "
         f"{cfg.workers_duration_s:g} s per subject, order rotated each round",
-        f"workers: {'subject':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}",
+        f"workers: {'subject':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}{'client CPU':>12}",
     ]
     for name, d in sat.items():
         res.lines.append(
             f"workers: {name:<16}{fmt(d['p50_ms']):>9}{fmt(d['p99_ms']):>9}{d['throughput_rps']:>9}"
-            f"{d['errors']:>8}" + error_kinds(d)
+            f"{d['errors']:>8}{d['client_cpu_pct']:>11}%" + error_kinds(d)
         )
     res.lines += [
         f"workers: throughput 2 workers / 1 worker: va-cds {fmt(scale)}×, floor {fmt(floor_scale)}×",
