@@ -30,10 +30,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from cds_service.auth import AuthError, JwtVerifier, load_trust, www_authenticate
+from cds_service.auth import REASONS, AuthError, JwtVerifier, load_trust, www_authenticate
+from cds_service.auth.fhir_servers import FhirServerRefused, check_fhir_server
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
 from cds_service.errors import ClientError, outcome_response
+from cds_service.fhir_client import FhirPool
 from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
 from cds_service.invocation import InvocationResult, invoke
@@ -51,6 +53,7 @@ from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUn
 from cds_service.persistence.writer import GroupCommitWriter, write_now
 from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
 from cds_service.settings import Settings
+from cds_service.startup import check_settings, fhir_servers_when_auth_off, warn_preset
 from fhir_mappings.library import ValueSetLibrary, default_library
 from hooks import build_services
 from hooks.policy import Policy, load_policy
@@ -60,6 +63,8 @@ access_log = logging.getLogger("va_cds.access")
 
 OPENAPI_FILE = Path(__file__).resolve().parents[1] / "openapi.yaml"
 JSON_TYPES = ("application/json", "application/fhir+json", "application/cds-hooks+json")
+# Hook and feedback answers are about one patient and one caller: no shared or browser cache may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _utcnow() -> datetime:
@@ -96,7 +101,22 @@ class State:
         self.clock = clock
         self.metrics = Metrics()
         self._http = http
-        self.limits = FetchLimits(settings.fhir_deadline_s, settings.fhir_max_pages, settings.fhir_max_bytes)
+        self.limits = FetchLimits(
+            settings.fhir_deadline_s,
+            settings.fhir_max_pages,
+            settings.fhir_max_bytes,
+            settings.fhir_max_call_bytes,
+            settings.fhir_call_concurrency,
+        )
+        # FHIR fetching has its own client, bounded and watched (cds_service.fhir_client); `http` stays for
+        # JWKS retrieval, so a FHIR server's trouble can never touch authentication.
+        self.fhir = FhirPool(
+            settings.fhir_max_connections,
+            client=http,
+            on_recreate=lambda _n: self.metrics.fhir_client_recreated_total.inc(),
+        )
+        # With auth off the FHIR bases come from VA_CDS_FHIR_SERVERS; with auth on, per issuer (trust file).
+        self.fhir_servers_auth_off = fhir_servers_when_auth_off(settings)
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
         # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
         # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
@@ -106,6 +126,9 @@ class State:
         self.verifier: JwtVerifier | None = None
         if settings.auth_mode == "required":
             trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
+            if settings.trust_preset != "none":
+                servers = sorted({u for i in trust.issuers.values() for u in i.fhir_servers})
+                warn_preset(settings.trust_preset, servers)
             if trust.is_empty:
                 log.warning("authentication is required but no issuer is trusted: every call will get 401")
             self.verifier = (
@@ -134,7 +157,15 @@ class State:
         return self._http
 
     def base_url(self, request: Request) -> str:
+        # With auth on, public_base_url is required (cds_service.startup): the Host header is the caller's.
         return (self.settings.public_base_url or str(request.base_url)).rstrip("/")
+
+    def allowed_fhir_servers(self, claims: dict[str, Any] | None) -> frozenset[str]:
+        """The FHIR bases this caller may name: its issuer's `fhir_servers`, or the auth-off setting."""
+        if self.verifier is None:
+            return self.fhir_servers_auth_off
+        issuer = self.verifier.trust.issuer(str((claims or {}).get("iss")))
+        return issuer.fhir_servers if issuer is not None else frozenset()
 
 
 def _descriptors(services: dict[str, ServiceDefinition]) -> list[ServiceDescriptor]:
@@ -168,6 +199,7 @@ def create_app(
     """
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    check_settings(settings)  # fail closed on dangerous combinations; warn once about development ones
     policy = load_policy(settings.policy_file)  # a malformed policy stops start-up here, naming the key
     library = default_library(settings.valueset_dir)
     services = build_services(policy) if services is None else services
@@ -180,14 +212,13 @@ def create_app(
     except StoreUnavailable:
         log.error("database unavailable at start-up: feedback will answer 503 until it returns")
     state = State(settings, policy, library, services, store, clock, http_client, jwt_clock)
-    if settings.auth_mode == "off":
-        log.warning("authentication is OFF (VA_CDS_AUTH_MODE=off): any caller can use this service")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settle_heap()  # everything is loaded: freeze it out of the collector's way (see gc_tuning)
         yield
         await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows and snapshots
+        await state.fhir.aclose()
         if http_client is None and state._http is not None:
             await state._http.aclose()
         await anyio.to_thread.run_sync(store.close)
@@ -222,13 +253,15 @@ def create_app(
 
     @app.exception_handler(ClientError)
     async def _client_error(_request: Request, exc: ClientError) -> Response:
-        return outcome_response(exc.status, exc.reason, exc.headers)
+        # Errors carry the caller's situation (why it was refused): never cached by a proxy or browser.
+        return outcome_response(exc.status, exc.reason, {**NO_STORE, **exc.headers})
 
-    async def authenticate(request: Request, audiences: list[str]) -> None:
+    async def authenticate(request: Request, audiences: list[str]) -> dict[str, Any] | None:
+        """The caller's verified JWT claims; None with auth off. Raises ClientError(401) with the reason."""
         if state.verifier is None:
-            return
+            return None
         try:
-            await state.verifier.verify(request.headers.get("authorization"), audiences)
+            return await state.verifier.verify(request.headers.get("authorization"), audiences)
         except AuthError as exc:
             state.metrics.jwt_rejections_total.labels(reason=exc.reason).inc()
             # reason/detail never contain token bytes; they tell the operator why a caller was refused
@@ -236,7 +269,9 @@ def create_app(
                 "JWT rejected", extra={"reason": exc.reason, "detail": exc.detail, "path": request.url.path}
             )
             raise ClientError(
-                401, "authentication failed", {"WWW-Authenticate": www_authenticate(exc.reason)}
+                401,
+                f"authentication failed: {REASONS[exc.reason]}",  # fixed phrases only, never token bytes
+                {"WWW-Authenticate": www_authenticate(exc.reason)},
             ) from None
 
     async def read_json(request: Request) -> Any:
@@ -270,8 +305,6 @@ def create_app(
     @app.get("/cds-services")
     async def discovery(request: Request) -> Response:
         await authenticate(request, [f"{state.base_url(request)}/cds-services"])
-        if settings.auth_mode == "off":
-            log.warning("discovery served with authentication OFF")
         body = DiscoveryResponse(services=_descriptors(state.services))
         return Response(
             orjson.dumps(body.model_dump(mode="json", exclude_none=True)), media_type="application/json"
@@ -282,7 +315,7 @@ def create_app(
         started = time.perf_counter()
         received = state.clock()
         base = state.base_url(request)
-        await authenticate(request, [f"{base}/cds-services/{service_id}"])
+        claims = await authenticate(request, [f"{base}/cds-services/{service_id}"])
         svc = service_or_404(service_id)
         raw = await read_json(request)
         if not isinstance(raw, dict):
@@ -298,15 +331,23 @@ def create_app(
         problems = context_problems(req.hook, req.context)
         if problems:
             raise ClientError(400, "; ".join(problems))
+        allowed = state.allowed_fhir_servers(claims)
+        if req.fhirServer is not None:
+            # Before anything is fetched: a base this caller may not name is refused outright (issue 16).
+            try:
+                check_fhir_server(req.fhirServer, allowed, token=req.fhirAuthorization is not None)
+            except FhirServerRefused as exc:
+                raise ClientError(exc.status, exc.reason) from None
         try:
             result = await invoke(
                 svc,
                 req,
-                client=state.http,
+                client=state.fhir,
                 limits=state.limits,
                 now=received,
                 base_url=base,
                 library=state.library,
+                allowed_fhir_servers=allowed,
             )
         except PrefetchUnobtainable as exc:
             state.metrics.requests_total.labels(service=svc.id, hook=req.hook, status="412").inc()
@@ -325,7 +366,7 @@ def create_app(
             state.writer.submit(state.audit_writes, record)
         except RuntimeError:  # shutting down this very moment: write it here rather than lose it
             await anyio.to_thread.run_sync(write_now, state.store, state.audit_writes, record)
-        return Response(body, media_type="application/json")
+        return Response(body, media_type="application/json", headers=NO_STORE)
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:
@@ -352,7 +393,9 @@ def create_app(
             state.metrics.feedback_total.labels(outcome=item.outcome).inc()
         access_log.info("feedback stored", extra={"service": svc.id, "items": len(fb.feedback), "new": new})
         return Response(
-            orjson.dumps({"received": len(fb.feedback), "stored": new}), media_type="application/json"
+            orjson.dumps({"received": len(fb.feedback), "stored": new}),
+            media_type="application/json",
+            headers=NO_STORE,
         )
 
     @app.get("/openapi.yaml", include_in_schema=False)
@@ -362,7 +405,13 @@ def create_app(
         return Response(OPENAPI_FILE.read_bytes(), media_type="application/yaml")
 
     app.include_router(
-        ops_router(lambda: state.store, lambda: state.metrics, lambda: _readiness(state)),
+        ops_router(
+            lambda: state.store,
+            lambda: state.metrics,
+            lambda: _readiness(state),
+            fhir_check=state.fhir.check,
+            metrics_token=settings.metrics_token,
+        ),
     )
     _include_docs(app, state)
     return app

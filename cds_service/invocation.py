@@ -17,6 +17,7 @@ import httpx
 
 from cds_service.cards import build_cards
 from cds_service.contracts import CardSpec, HookInput, ServiceDefinition
+from cds_service.fhir_client import FhirPool
 from cds_service.models import Card, HookRequest
 from cds_service.prefetch import FetchLimits, KeyOutcome, resolve
 from fhir_mappings.extract import extract_facts
@@ -108,11 +109,12 @@ async def invoke(
     service: ServiceDefinition,
     req: HookRequest,
     *,
-    client: httpx.AsyncClient,
+    client: FhirPool | httpx.AsyncClient,
     limits: FetchLimits,
     now: datetime,
     base_url: str,
     library: ValueSetLibrary | None = None,
+    allowed_fhir_servers: frozenset[str] | None = None,
 ) -> InvocationResult:
     """Run one hook call. Raises PrefetchUnobtainable (→ 412) when required data cannot be had."""
     started = time.perf_counter()
@@ -120,7 +122,15 @@ async def invoke(
         return InvocationResult(cards=[], skipped=True)
     token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
     outcomes = await resolve(
-        service.prefetch, req.hook, req.context, req.prefetch, req.fhirServer, token, client, limits
+        service.prefetch,
+        req.hook,
+        req.context,
+        req.prefetch,
+        req.fhirServer,
+        token,
+        client,
+        limits,
+        allowed_fhir_servers,
     )
     fetched = time.perf_counter()
     resources = [r for o in outcomes.values() if o.available for r in o.resources]

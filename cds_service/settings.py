@@ -42,6 +42,23 @@ class Settings(BaseSettings):
     fhir_deadline_s: float = Field(default=3.0, gt=0, le=60, description="One deadline for all FHIR fetches")
     fhir_max_pages: int = Field(default=5, ge=1, le=100, description="Pages followed per prefetch search")
     fhir_max_bytes: int = Field(default=20_000_000, ge=1_000, description="Largest FHIR response read")
+    # Issue 16: one hook call may not read more than this from FHIR, across all keys and pages.
+    fhir_max_call_bytes: int = Field(
+        default=40_000_000, ge=1_000, description="Most FHIR bytes read for one hook call, all keys and pages"
+    )
+    fhir_max_connections: int = Field(
+        default=64, ge=1, le=1000, description="FHIR fetches in flight per process (= connection pool size)"
+    )
+    fhir_call_concurrency: int = Field(
+        default=16, ge=1, le=100, description="FHIR fetches in flight for one hook call"
+    )
+    fhir_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="FHIR base URLs calls may name when auth is off (comma-separated; trust file otherwise)",
+    )
+    metrics_token: str | None = Field(
+        default=None, description="If set, GET /metrics requires 'Authorization: Bearer <this token>'"
+    )
     max_body_bytes: int = Field(default=16_000_000, ge=1_000, description="Largest request body accepted")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed browser origins, comma-separated; '*' allows any"
@@ -55,7 +72,7 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8080, ge=1, le=65535)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "fhir_servers", mode="before")
     @classmethod
     def _split_origins(cls, v: object) -> object:
         if isinstance(v, str):

@@ -9,6 +9,8 @@ Trust file format::
         jwks_file: ehr-jwks.json                 # or `jwks: {keys: [...]}` inline; relative to this file
         algorithms: [ES384, RS384]               # default; ES256/RS256/ES512/RS512/PS* if listed
         tenant: hospital-a                       # optional: string or list; then the claim is required
+        fhir_servers:                            # FHIR bases this issuer's calls may name as fhirServer
+          - https://ehr.example.org/fhir/r4      # exact scheme, host, port and path; http only for loopback
 
 Each issuer needs at least one key source (`jku` or a static JWKS). Anything malformed raises
 `ValueError` naming the file, the issuer and the problem, so a typo fails at start-up rather than
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .fhir_servers import normalise_base
 from .keys import ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, JwkError, PublicJwk, parse_jwks
 
 if TYPE_CHECKING:
@@ -37,7 +40,7 @@ __all__ = ["SANDBOX_ISSUER", "SANDBOX_JKU", "IssuerTrust", "TrustConfig", "load_
 SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 
-_ISSUER_KEYS = frozenset({"iss", "jku", "jwks", "jwks_file", "algorithms", "tenant"})
+_ISSUER_KEYS = frozenset({"iss", "jku", "jwks", "jwks_file", "algorithms", "tenant", "fhir_servers"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class IssuerTrust:
     static_keys: Mapping[str, PublicJwk] = field(default_factory=dict)
     algorithms: frozenset[str] = frozenset(DEFAULT_ALGORITHMS)
     tenants: frozenset[str] | None = None  # None: tenant not checked
+    # Canonical FHIR base URLs (`fhir_servers.normalise_base`) this issuer's calls may name; empty: none.
+    fhir_servers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,26 @@ def _parse_issuer(
             raise _fail(source, where, "'tenant' must be a non-empty string or list of strings")
         tenants = frozenset(t_list)
 
-    return IssuerTrust(iss=iss, jku=jku, static_keys=static, algorithms=frozenset(algs_raw), tenants=tenants)
+    servers_raw = raw.get("fhir_servers", [])
+    if isinstance(servers_raw, str):
+        servers_raw = [servers_raw]
+    if not isinstance(servers_raw, list) or not all(isinstance(u, str) for u in servers_raw):
+        raise _fail(source, where, "'fhir_servers' must be a list of base URLs")
+    servers: set[str] = set()
+    for url in servers_raw:
+        try:
+            servers.add(str(normalise_base(url)))
+        except ValueError as exc:
+            raise _fail(source, where, f"fhir_servers: {exc}") from None
+
+    return IssuerTrust(
+        iss=iss,
+        jku=jku,
+        static_keys=static,
+        algorithms=frozenset(algs_raw),
+        tenants=tenants,
+        fhir_servers=frozenset(servers),
+    )
 
 
 def _parse_document(
@@ -233,12 +257,18 @@ def load_preset(name: str) -> TrustConfig:
 def load_trust(settings: Settings) -> TrustConfig:
     """The trust configured by `settings.trust_file` and/or `settings.trust_preset`.
 
-    Nothing is trusted by default: the preset applies only when chosen. Raises `ValueError` for a
-    malformed file so start-up fails with a message naming the problem.
+    Nothing is trusted by default: the preset applies only when chosen, and never together with a trust
+    file. Raises `ValueError` for a malformed file (or both set) so start-up fails naming the problem.
     """
-    config = TrustConfig()
+    if settings.trust_file is not None and settings.trust_preset != "none":
+        # A development preset (whose signing key is public) silently merged into a production trust file
+        # would let anyone in; one or the other, never both.
+        raise ValueError(
+            f"VA_CDS_TRUST_FILE ({settings.trust_file}) and VA_CDS_TRUST_PRESET={settings.trust_preset} are "
+            "both set: use the trust file alone in production, or the preset alone for development"
+        )
     if settings.trust_file is not None:
-        config = load_trust_file(Path(settings.trust_file))
+        return load_trust_file(Path(settings.trust_file))
     if settings.trust_preset != "none":
-        config = config.merged(load_preset(settings.trust_preset))
-    return config
+        return load_preset(settings.trust_preset)
+    return TrustConfig()
