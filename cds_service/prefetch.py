@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 import orjson
@@ -280,7 +280,8 @@ class Fetcher:
                 return KeyOutcome("failed", "paging-loop")
             if not under_base(nxt, self._base):
                 # Never send the access token outside the base: another host, or another path on this one.
-                return KeyOutcome("failed", "paging-off-base")
+                same_origin = urlsplit(nxt)[:2] == urlsplit(self._base_url)[:2]
+                return KeyOutcome("failed", "paging-off-base" if same_origin else "paging-off-server")
             url = nxt
         # More pages than we follow: what we have is incomplete, so say so rather than judge on part of it.
         return KeyOutcome("failed", "too-many-pages", resources=resources)
