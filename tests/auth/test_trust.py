@@ -202,8 +202,10 @@ def test_key_problems_are_named(tmp_path: Path, keys: Keys) -> None:
 def test_trust_file_and_preset_together_refuse_to_start(tmp_path: Path) -> None:
     """Issue 16: the sandbox preset (public signing key) used to merge silently into a production trust
     file. Together they now stop start-up, naming both settings."""
-    path = _write(tmp_path, {"issuers": [{"iss": "https://ehr.example.org", "jku": "https://ehr.example.org/j"}]})
-    with pytest.raises(ValueError, match="VA_CDS_TRUST_FILE.*VA_CDS_TRUST_PRESET=sandbox"):
+    path = _write(
+        tmp_path, {"issuers": [{"iss": "https://ehr.example.org", "jku": "https://ehr.example.org/j"}]}
+    )
+    with pytest.raises(ValueError, match=r"VA_CDS_TRUST_FILE.*VA_CDS_TRUST_PRESET=sandbox"):
         load_trust(_settings(trust_file=path, trust_preset="sandbox"))
 
 

@@ -312,7 +312,8 @@ def test_valid_tokens_pass(alg: str, kid: str, mint: Minter, trust: TrustConfig)
 
 
 def test_valid_token_variants(mint: Minter, trust: TrustConfig) -> None:
-    # Array aud, lower-case scheme, typ in lower case or as a media type, allowlisted jku naming a static key (no fetch), nbf in the past,
+    # Array aud, lower-case scheme, typ in lower case or as a media type, allowlisted jku naming a static key
+    # (no fetch), nbf in the past,
     # and clock skew inside the leeway on both sides.
     cases = [
         mint(payload={"aud": [OTHER_AUD, AUD]}),
