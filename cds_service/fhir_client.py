@@ -97,11 +97,11 @@ class FhirPool:
         # asyncio primitives belong to one event loop; an app may serve several in turn (tests, lifespans).
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
+            if self._loop is not None and self._owned:
+                self._client = None  # connections of a finished loop cannot be reused
             self._loop = loop
             self._slots = asyncio.Semaphore(self.max_connections)
             self.inflight = 0
-            if self._owned:
-                self._client = None  # connections of a finished loop cannot be reused
 
     @property
     def client(self) -> httpx.AsyncClient:
