@@ -245,11 +245,11 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         reason = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-        return outcome_response(exc.status_code, reason)
+        return outcome_response(exc.status_code, reason, {**NO_STORE, **(exc.headers or {})})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
-        return outcome_response(400, "invalid request")
+        return outcome_response(400, "invalid request", NO_STORE)
 
     @app.exception_handler(ClientError)
     async def _client_error(_request: Request, exc: ClientError) -> Response:
