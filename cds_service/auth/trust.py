@@ -29,13 +29,21 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .fhir_servers import normalise_base
+from .fhir_servers import FhirServerRefused, is_loopback, normalise_base, parse_base
 from .keys import ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, JwkError, PublicJwk, parse_jwks
 
 if TYPE_CHECKING:
     from cds_service.settings import Settings
 
-__all__ = ["SANDBOX_ISSUER", "SANDBOX_JKU", "IssuerTrust", "TrustConfig", "load_trust"]
+__all__ = [
+    "SANDBOX_ISSUER",
+    "SANDBOX_JKU",
+    "IssuerTrust",
+    "TrustConfig",
+    "is_loopback_url",
+    "load_trust",
+    "normalise_fhir_base",
+]
 
 SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
@@ -65,6 +73,11 @@ class TrustConfig:
     def issuer(self, iss: str) -> IssuerTrust | None:
         """The trust entry for `iss`, or None if it is not allowlisted."""
         return self.issuers.get(iss)
+
+    @property
+    def fhir_servers(self) -> frozenset[str]:
+        """Every FHIR base URL any trusted issuer lists, normalised."""
+        return frozenset(url for entry in self.issuers.values() for url in entry.fhir_servers)
 
     @property
     def is_empty(self) -> bool:
@@ -99,6 +112,27 @@ def _https_url(value: object) -> bool:
         return False
     parts = urlsplit(value)
     return parts.scheme == "https" and bool(parts.netloc) and not parts.username and not parts.password
+
+
+def normalise_fhir_base(url: str) -> str | None:
+    """`scheme://host[:port]/path` with scheme and host lower-cased, the default port and a trailing
+    slash dropped; None for anything that is not a plain http(s) base URL (credentials, query, fragment).
+
+    Two bases match only when these strings are equal: same scheme, host, port and base path. (The SMART
+    launch's `iss` check; the hook path uses `fhir_servers.check_fhir_server`, the same canonical form.)
+    """
+    try:
+        return str(parse_base(url))
+    except FhirServerRefused:
+        return None
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    try:
+        return is_loopback(parse_base(url).host)
+    except FhirServerRefused:
+        return False
 
 
 def _parse_issuer(

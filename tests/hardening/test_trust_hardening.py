@@ -22,7 +22,7 @@ from cds_service.settings import Settings
 from hooks.preprocedure import prefetch as keys
 from tests.hardening.fault_server import FaultServer
 from tests.hardening.test_fhir_faults import URL, by_rule, hook_call
-from tests.pages.helpers import checklist_link, order_sign_request
+from tests.pages.helpers import SERVICE_URL, checklist_link, order_sign_request
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_checklist_export_stops_reading_at_its_limit(tmp_path: Path) -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             hook = await client.post(
-                "/cds-services/va-preprocedure",
+                SERVICE_URL,
                 json=order_sign_request((await client.get("/cds-services")).json()),
             )
             path = checklist_link(hook.json()["cards"]).removeprefix("http://testserver")
@@ -247,9 +247,7 @@ def test_checklist_export_stops_reading_at_its_limit(tmp_path: Path) -> None:
 def test_declared_oversized_export_is_refused_before_reading(tmp_path: Path) -> None:
     app = create_app(settings(tmp_path, patient_hash_key="export-limit-test"))
     with TestClient(app) as client:
-        hook = client.post(
-            "/cds-services/va-preprocedure", json=order_sign_request(client.get("/cds-services").json())
-        )
+        hook = client.post(SERVICE_URL, json=order_sign_request(client.get("/cds-services").json()))
         path = checklist_link(hook.json()["cards"]).removeprefix("http://testserver")
         resp = client.post(
             f"{path}/export",
