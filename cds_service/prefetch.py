@@ -5,6 +5,10 @@ prefetch answers it (`null` = known empty; an OperationOutcome = unavailable), f
 `fhirServer` concurrently under ONE per-request deadline with bounded paging and a byte limit, and report
 an outcome per key. A key that cannot be obtained at all (no `fhirServer`) raises `PrefetchUnobtainable`,
 which the app answers with 412 as the spec requires.
+
+Issue 16: only an allowed FHIR base is fetched from (`auth.fhir_servers`; the app refuses others before
+calling in), template ids must be FHIR ids and are URL-encoded, `next` links stay under the base path, one
+call reads at most `max_call_bytes`, and nothing is ever cancelled (`cds_service.fhir_client` says why).
 """
 
 from __future__ import annotations
