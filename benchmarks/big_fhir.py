@@ -46,24 +46,22 @@ class BigFhir:
         self.pages = pages
         self._padding = _page(page_bytes, 0, None)  # built once: the filler dominates every page
 
-    def body_for(self, target: str) -> bytes:
+    def body_for(self, target: str) -> list[bytes | memoryview]:
+        """The answer as pieces: a page is the prebuilt padding (never copied) plus its own `next` link."""
         parts = urlsplit(target)
         path = parts.path.removeprefix("/fhir/").strip("/")
         if "/" in path:  # a read
             kind, _, ident = path.partition("/")
-            return orjson.dumps({"resourceType": kind, "id": ident})
+            return [orjson.dumps({"resourceType": kind, "id": ident})]
         query = parse_qs(parts.query)
         page = int(query.get("_page", ["1"])[0])
-        nxt = None
+        tail = b"}"
         if page < self.pages:
-            sep = "&" if parts.query else ""
             base_query = "&".join(p for p in parts.query.split("&") if not p.startswith("_page="))
+            sep = "&" if base_query else ""
             nxt = f"http://{HOST}:{self.port}{parts.path}?{base_query}{sep}_page={page + 1}"
-        # Splice the next link into the prebuilt page rather than re-serialising 19 MB per request.
-        body = self._padding[:-1]
-        if nxt:
-            body += b',"link":[{"relation":"next","url":' + orjson.dumps(nxt) + b"}]"
-        return body + b"}"
+            tail = b',"link":[{"relation":"next","url":' + orjson.dumps(nxt) + b"}]}"
+        return [memoryview(self._padding)[:-1], tail]
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
@@ -71,12 +69,19 @@ class BigFhir:
                 head = await reader.readuntil(b"\r\n\r\n")
                 target = head.split(b" ", 2)[1].decode("latin-1")
                 if target.startswith("/health"):
-                    body, ctype = b"ok", "text/plain"
+                    pieces: list[bytes | memoryview] = [b"ok"]
+                    ctype = "text/plain"
                 else:
-                    body, ctype = self.body_for(target), "application/fhir+json"
-                head = f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
-                writer.write(head.encode() + body)
-                await writer.drain()
+                    pieces, ctype = self.body_for(target), "application/fhir+json"
+                size = sum(len(p) for p in pieces)
+                writer.write(
+                    f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {size}\r\n\r\n".encode()
+                )
+                # 1 MB at a time with a drain in between: the transport never buffers (copies) a whole page.
+                for piece in pieces:
+                    for start in range(0, len(piece), 1 << 20):
+                        writer.write(piece[start : start + (1 << 20)])
+                        await writer.drain()
         writer.close()
 
 

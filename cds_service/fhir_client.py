@@ -17,6 +17,8 @@ So, here:
   busy without a fetch of ours in flight — slots leaked by the bug above or one like it. When any are found
   the client is replaced by a fresh one (the old one is closed once its late fetches are over), and `/ready`
   reports that probe as failed.
+* **Huge bodies take turns.** A body past 1 MB streams only while holding one of 4 process-wide slots, so
+  a server answering 19 MB pages cannot fill every event-loop iteration with its chunks.
 * **Parsing off the loop.** JSON bodies above 64 KB are parsed on a small dedicated thread pool, so the event
   loop keeps answering `/health` and other calls between parses.
 """
@@ -40,9 +42,16 @@ log = logging.getLogger("va_cds.fhir")
 # Above this size a body is parsed on a worker thread. Two workers: orjson holds the GIL while it parses, so
 # more threads would not parse faster, and two bound the memory of bodies being parsed at once.
 THREAD_PARSE_BYTES = 64 * 1024
-_PARSER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="va-cds-json")
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="va-cds-json")
 # How long a replaced client stays open for the fetches still running on it (they end on their timeouts).
 _RETIRE_AFTER_S = 30.0
+
+# Bodies past this size stream only while holding one of `BIG_TRANSFERS` process-wide slots: a FHIR server
+# answering huge pages would otherwise keep dozens of streams busy at once, and every event-loop iteration
+# would run all their chunk handlers before answering anyone else (/health, other callers). Ordinary FHIR
+# answers (kilobytes) never wait; huge ones take turns, which costs no throughput since they are CPU-bound.
+BIG_BODY_BYTES = 1024 * 1024
+BIG_TRANSFERS = 4
 
 _detached: set[asyncio.Task[Any]] = set()
 
@@ -88,6 +97,7 @@ class FhirPool:
         self._on_recreate = on_recreate
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._big: asyncio.Semaphore | None = None
         self.inflight = 0
         self.recreated = 0
         self.suspect = False  # a pool timeout happened although we never over-filled the pool
@@ -101,6 +111,7 @@ class FhirPool:
                 self._client = None  # connections of a finished loop cannot be reused
             self._loop = loop
             self._slots = asyncio.Semaphore(self.max_connections)
+            self._big = asyncio.Semaphore(BIG_TRANSFERS)
             self.inflight = 0
 
     @property
@@ -123,6 +134,12 @@ class FhirPool:
         finally:
             self.inflight -= 1
             self._slots.release()
+
+    async def big_transfer(self, timeout_s: float) -> asyncio.Semaphore:
+        """Wait (at most `timeout_s`) for a big-body slot; the caller releases the returned semaphore."""
+        assert self._big is not None, "slot() binds the pool first"
+        await asyncio.wait_for(self._big.acquire(), timeout=max(timeout_s, 0.001))
+        return self._big
 
     # -- watchdog --------------------------------------------------------------------------------------------
     def leaked_connections(self) -> int:

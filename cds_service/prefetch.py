@@ -24,7 +24,7 @@ import httpx
 import orjson
 
 from cds_service.auth.fhir_servers import Base, check_fhir_server, is_fhir_id, parse_base, under_base
-from cds_service.fhir_client import FhirPool, detach, parse_json
+from cds_service.fhir_client import BIG_BODY_BYTES, FhirPool, detach, parse_json
 from cds_service.hook_contexts import HOOKS, USER_TOKENS
 
 TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -232,15 +232,28 @@ class Fetcher:
                         return None, "too-large"
                     if int(declared) > self._budget.left:
                         return None, "call-too-large"
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > self._limits.max_bytes:
-                        return None, "too-large"
-                    if not self._budget.take(len(chunk)):
-                        return None, "call-too-large"
-                    if self._left() <= 0:
-                        return None, "timeout"  # a server trickling bytes: stop at the deadline
+                # A list of chunks, joined once at the end: growing one buffer would copy it again and again
+                # (CPU on the event loop, and twice the memory at each step).
+                chunks: list[bytes] = []
+                size = 0
+                big: asyncio.Semaphore | None = None
+                try:
+                    async for chunk in resp.aiter_bytes():
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > self._limits.max_bytes:
+                            return None, "too-large"
+                        if not self._budget.take(len(chunk)):
+                            return None, "call-too-large"
+                        if self._left() <= 0:
+                            return None, "timeout"  # a server trickling bytes: stop at the deadline
+                        if big is None and size > BIG_BODY_BYTES:
+                            big = await self._pool.big_transfer(self._left())  # huge bodies take turns
+                finally:
+                    if big is not None:
+                        big.release()
+        body = b"".join(chunks)
+        del chunks
         try:
             return await parse_json(body), None
         except orjson.JSONDecodeError:
