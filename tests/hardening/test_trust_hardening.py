@@ -255,3 +255,18 @@ def test_declared_oversized_export_is_refused_before_reading(tmp_path: Path) -> 
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
     assert resp.status_code == 413
+
+
+def test_the_call_byte_budget_setting_is_applied(fhir: FaultServer, tmp_path: Path) -> None:
+    """VA_CDS_FHIR_MAX_CALL_BYTES reaches the fetcher: 1 MB pages, a 2 MB budget for the whole call."""
+    base = fhir.plan("big-pages", page_bytes=1024 * 1024, pages=3)
+    app = create_app(settings(tmp_path, fhir_servers=[base], fhir_max_call_bytes=2_000_000))
+    with TestClient(app) as client:
+        resp = client.post(URL, json=hook_call(base))
+        assert resp.status_code == 200
+        cards = by_rule(resp.json())
+        assert "sys.data-unavailable" in cards  # cut short: unavailable, never judged on part of the data
+        assert 'reason="call-too-large"' in client.get("/metrics").text
+    # 2 MB buys at most two whole 1 MB pages for the whole call: at most two `next` pages are ever asked for.
+    later_pages = [s.target for s in fhir.seen(base) if "&page=" in s.target]
+    assert len(later_pages) <= 2, later_pages
