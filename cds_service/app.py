@@ -34,6 +34,7 @@ from cds_service.auth import REASONS, AuthError, JwtVerifier, load_trust, www_au
 from cds_service.auth.fhir_servers import FhirServerRefused, check_fhir_server
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
+from cds_service.database_url import ensure_folder
 from cds_service.errors import ClientError, outcome_response
 from cds_service.fhir_client import FhirPool
 from cds_service.gc_tuning import settle_heap
@@ -206,6 +207,7 @@ def create_app(
     for svc in services:
         for template in svc.prefetch.values():
             check_template(template, (svc.hook,))
+    ensure_folder(settings.database_url)  # ./var of the default SQLite file on a fresh checkout
     store = Store(settings.database_url)
     try:
         store.upgrade()  # migrations on start-up; `va-cds db upgrade` does the same by hand
@@ -239,6 +241,9 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
+            # Chrome asks before a public page (the https sandbox) calls loopback: a preflight with
+            # Access-Control-Request-Private-Network gets the grant, for allowed origins only.
+            allow_private_network=True,
             max_age=600,
         )
 
@@ -414,7 +419,16 @@ def create_app(
         ),
     )
     _include_docs(app, state)
+    if settings.demo:
+        _include_demo(app, state)
     return app
+
+
+def _include_demo(app: FastAPI, state: State) -> None:
+    from cds_service.demo import demo_router
+
+    app.include_router(demo_router(state.clock, state.base_url))
+    log.warning("demo data source on: synthetic patients served read-only at /demo/fhir (VA_CDS_DEMO=1)")
 
 
 def _include_docs(app: FastAPI, state: State) -> None:
