@@ -29,7 +29,7 @@ define install_from
 		--no-build-isolation -e .
 endef
 
-.PHONY: serve test lint lock bench soak clean
+.PHONY: serve test lint lock bench soak burden clean
 
 $(RUN_STAMP): $(LOCK) pyproject.toml
 	$(call install_from,$(LOCK))
@@ -80,6 +80,10 @@ bench: $(DEV_STAMP)
 
 soak: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.soak
+
+# Alert burden on the Synthea fixture records (all hooks, in-process): writes benchmarks/results/burden.md
+burden: $(DEV_STAMP)
+	$(BIN)/python -m benchmarks.burden
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -9,11 +9,9 @@ OperationOutcome saying what is wrong; the service never answers client input wi
 from __future__ import annotations
 
 import logging
-import secrets
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,23 +23,21 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from cds_service.auth import REASONS, AuthError, JwtVerifier, load_trust, www_authenticate
+from cds_service.auth import REASONS, AuthError, www_authenticate
 from cds_service.auth.fhir_servers import FhirServerRefused, check_fhir_server
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
 from cds_service.database_url import ensure_folder
+from cds_service.docs_pages import docs_router
 from cds_service.errors import ClientError, outcome_response
-from cds_service.fhir_client import FhirPool
 from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
 from cds_service.invocation import InvocationResult, invoke
 from cds_service.logs import configure_logging, log_request, patient_hash
-from cds_service.metrics import Metrics
 from cds_service.models import (
     DiscoveryResponse,
     FeedbackRequest,
@@ -51,13 +47,14 @@ from cds_service.models import (
 )
 from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
-from cds_service.persistence.writer import GroupCommitWriter, write_now
-from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
+from cds_service.persistence.writer import write_now
+from cds_service.prefetch import PrefetchUnobtainable, check_template
 from cds_service.settings import Settings
-from cds_service.startup import check_settings, fhir_servers_when_auth_off, warn_preset
-from fhir_mappings.library import ValueSetLibrary, default_library
+from cds_service.startup import check_settings
+from cds_service.state import State
+from fhir_mappings.library import default_library
 from hooks import build_services
-from hooks.policy import Policy, load_policy
+from hooks.policy import load_policy
 
 log = logging.getLogger("va_cds.app")
 access_log = logging.getLogger("va_cds.access")
@@ -78,95 +75,6 @@ def _pretty_errors(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ())) or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
-
-
-class State:
-    """Everything the routes need, built once per app."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        policy: Policy,
-        library: ValueSetLibrary,
-        services: list[ServiceDefinition],
-        store: Store,
-        clock: Callable[[], datetime],
-        http: httpx.AsyncClient | None,
-        jwt_clock: Callable[[], float] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.policy = policy
-        self.library = library
-        self.services = {s.id: s for s in services}
-        self.store = store
-        self.clock = clock
-        self.metrics = Metrics()
-        self._http = http
-        self.limits = FetchLimits(
-            settings.fhir_deadline_s,
-            settings.fhir_max_pages,
-            settings.fhir_max_bytes,
-            settings.fhir_max_call_bytes,
-            settings.fhir_call_concurrency,
-        )
-        # FHIR fetching has its own client, bounded and watched (cds_service.fhir_client); `http` stays for
-        # JWKS retrieval, so a FHIR server's trouble can never touch authentication.
-        self.fhir = FhirPool(
-            settings.fhir_max_connections,
-            client=http,
-            on_recreate=lambda _n: self.metrics.fhir_client_recreated_total.inc(),
-        )
-        # With auth off the FHIR bases come from VA_CDS_FHIR_SERVERS; with auth on, per issuer (trust file).
-        self.fhir_servers_auth_off = fhir_servers_when_auth_off(settings)
-        self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
-        # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
-        # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
-        self._writer: GroupCommitWriter | None = None
-        self._writer_lock = threading.Lock()
-        self.audit_writes = AuditWrites(self.metrics)
-        self.verifier: JwtVerifier | None = None
-        if settings.auth_mode == "required":
-            trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
-            if settings.trust_preset != "none":
-                servers = sorted({u for i in trust.issuers.values() for u in i.fhir_servers})
-                warn_preset(settings.trust_preset, servers)
-            if trust.is_empty:
-                log.warning("authentication is required but no issuer is trusted: every call will get 401")
-            self.verifier = (
-                JwtVerifier(trust, self.http, clock=jwt_clock) if jwt_clock else JwtVerifier(trust, self.http)
-            )
-
-    @property
-    def writer(self) -> GroupCommitWriter:
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = GroupCommitWriter(self.store, thread_name="va-cds-writer")
-            return self._writer
-
-    def close_writer(self) -> None:
-        """Write everything queued, then stop the writer thread (the next use starts a new one)."""
-        with self._writer_lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        # One shared client (connection reuse); created lazily so tests may inject a respx-mocked one.
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0), follow_redirects=False)
-        return self._http
-
-    def base_url(self, request: Request) -> str:
-        # With auth on, public_base_url is required (cds_service.startup): the Host header is the caller's.
-        return (self.settings.public_base_url or str(request.base_url)).rstrip("/")
-
-    def allowed_fhir_servers(self, claims: dict[str, Any] | None) -> frozenset[str]:
-        """The FHIR bases this caller may name: its issuer's `fhir_servers`, or the auth-off setting."""
-        if self.verifier is None:
-            return self.fhir_servers_auth_off
-        issuer = self.verifier.trust.issuer(str((claims or {}).get("iss")))
-        return issuer.fhir_servers if issuer is not None else frozenset()
 
 
 def _descriptors(services: dict[str, ServiceDefinition]) -> list[ServiceDescriptor]:
@@ -432,8 +340,6 @@ def _include_demo(app: FastAPI, state: State) -> None:
 
 
 def _include_docs(app: FastAPI, state: State) -> None:
-    from cds_service.docs_pages import docs_router
-
     app.include_router(docs_router(state))
     from cds_service.smart.routes import smart_router  # issue 20: the checklist as a SMART app
 
@@ -473,8 +379,18 @@ def _observe(
         duration_ms=round(duration * 1000, 2),
         rules=result.rule_ids,
         fhir={k: o.label() for k, o in result.outcomes.items()},
+        ignored=_ignored(result) or None,
         patient=patient_hash(state.hash_key, pid) if isinstance(pid, str) else None,
     )
+
+
+def _ignored(result: InvocationResult) -> dict[str, int]:
+    """Resources left out as evidence (V2.4/V2.10): another patient's, or dated after the request time."""
+    facts = result.hook_input.facts if result.hook_input is not None else None
+    if facts is None:
+        return {}
+    counts = {"other-patient": facts.wrong_patient, "future-dated": facts.future_dated}
+    return {k: v for k, v in counts.items() if v}
 
 
 def _audit_record(
@@ -502,37 +418,13 @@ def _audit_record(
             }
             for c in result.cards
         ],
-        fhir_outcomes={k: o.label() for k, o in result.outcomes.items()},
+        # The counts of ignored resources ride in the outcomes map (no schema change): "ignored:other-patient"
+        # → "2". They are about the FHIR data the call read, which is what this map records.
+        fhir_outcomes={
+            **{k: o.label() for k, o in result.outcomes.items()},
+            **{f"ignored:{k}": str(v) for k, v in _ignored(result).items()},
+        },
     )
-
-
-class AuditWrites:
-    """Audit records on the writer thread, after the response: the audit write never delays the clinician.
-
-    Batched into the writer's transactions (`Store.write_audits`); one that cannot be stored even on its own
-    is reported here.
-    """
-
-    what = "audit record"
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def write(self, store: Store, conn: Connection, records: Sequence[AuditRecord]) -> None:
-        store.write_audits(conn, records)
-
-    def failed(self, record: AuditRecord, exc: Exception) -> None:
-        if isinstance(exc, StoreUnavailable):
-            self._metrics.audit_write_failures_total.inc()
-            # Degrade to the log so the record is not lost (no PHI in it: the patient id is a keyed hash).
-            log.warning(
-                "audit store unavailable; audit record logged instead",
-                extra={"audit": {**record.__dict__, "received_at": record.received_at.isoformat()}},
-            )
-        else:  # a bug, not the database: say so, with the record's id, rather than lose it silently
-            log.exception(
-                "audit write failed", exc_info=exc, extra={"audit_hook_instance": record.hook_instance}
-            )
 
 
 def __getattr__(name: str) -> Any:

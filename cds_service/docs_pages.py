@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
@@ -36,10 +36,8 @@ from cds_service.checklist import token as tokens
 from cds_service.checklist.storage import Snapshot
 from cds_service.contracts import RuleDoc, ServiceDefinition
 from cds_service.persistence import StoreUnavailable
+from cds_service.state import State
 from hooks.policy import Policy
-
-if TYPE_CHECKING:
-    from cds_service.app import State
 
 log = logging.getLogger("va_cds.pages")
 

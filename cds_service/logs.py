@@ -169,6 +169,7 @@ REQUEST_FIELDS = (
     "duration_ms",
     "rules",
     "fhir",
+    "ignored",  # resources left out as evidence: {"other-patient": n, "future-dated": n} (V2.4/V2.10)
     "patient",
 )
 _SECRET_KEY_RE = re.compile(r"token|authori[sz]ation|jwt|secret|password|bearer|credential|api_?key", re.I)

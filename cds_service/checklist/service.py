@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import fields
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
@@ -30,10 +29,8 @@ from cds_service.invocation import InvocationResult
 from cds_service.logs import patient_hash
 from cds_service.persistence import Store, StoreUnavailable
 from cds_service.smart.link import checklist_link
+from cds_service.state import State
 from hooks.preprocedure import ChecklistItem, checklist_items
-
-if TYPE_CHECKING:
-    from cds_service.app import State
 
 log = logging.getLogger("va_cds.checklist")
 

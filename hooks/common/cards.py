@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from cds_service.contracts import CardSpec, HookInput, SuggestionSpec
+from cds_service.contracts import CORE_CHECKS_BY_KEY, CardSpec, HookInput, SuggestionSpec
 from hooks.orders import ORDERABLES, missing_orders, service_request
 
 DATA_UNAVAILABLE = "sys.data-unavailable"
@@ -45,6 +45,8 @@ def data_unavailable_card(inp: HookInput, checks_by_key: Mapping[str, tuple[str,
     A failed source means the data is unknown, not missing: the rules fed by it stay silent rather than
     claiming either a problem or an all-clear, and this card says so.
     """
+    # Sources the core adds for every family (Medications fetched for unresolved references, V2.4).
+    checks_by_key = {**CORE_CHECKS_BY_KEY, **checks_by_key}
     failed = sorted(k for k in inp.unavailable if k in checks_by_key)
     if not failed:
         return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cds_service.contracts import MEDICATION_REFS_KEY
+
 PATIENT = "patient"
 MEDICATION_REQUESTS = "medicationRequests"
 MEDICATION_STATEMENTS = "medicationStatements"
@@ -142,6 +144,10 @@ CHECKS_BY_KEY: dict[str, tuple[str, ...]] = {
     ),
     SERVICE_REQUESTS: (_PLANNED, "Duplicate-order check for suggested labs, imaging and referrals"),
     APPOINTMENTS: (_PLANNED,),
+    # Not a prefetch key: Medications the core fetched for unresolved medicationReferences (V2.4).
+    MEDICATION_REFS_KEY: (
+        "Medications named by reference (" + _ANTITHROMBOTIC + "): could not be fetched from the EHR",
+    ),
 }
 
 USAGE_REQUIREMENTS = (

@@ -14,6 +14,7 @@ from typing import Any
 
 from cds_service.contracts import CardSpec, HookInput, OverrideReasonSpec, md_escape
 from fhir_mappings.facts import (
+    OLDEST,
     AllergyFact,
     ConditionFact,
     Evidence,
@@ -224,7 +225,7 @@ def spine_studies(imaging: Iterable[ImagingFact], since: datetime | None = None)
     found = [
         i for i in imaging if is_spine_study(i) and i.time is not None and (since is None or i.time >= since)
     ]
-    found.sort(key=lambda i: i.time or datetime.min, reverse=True)
+    found.sort(key=lambda i: i.time or OLDEST, reverse=True)
     return found
 
 
@@ -262,7 +263,7 @@ def antithrombotic_active(c: RuleContext) -> CardSpec | None:
     if not meds:
         return None
     by_ingredient: dict[str, MedicationFact] = {}
-    for m in sorted(meds, key=lambda m: m.authored or datetime.min):
+    for m in sorted(meds, key=lambda m: m.authored or OLDEST):  # aware: never naive datetime.min (V2.9)
         by_ingredient[m.ingredient] = m  # the most recent record of each agent
     target = c.scope.target
     lines: list[str] = []

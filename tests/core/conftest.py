@@ -76,8 +76,10 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def warfarin_request(rid: str = "mr1") -> dict:
-    return {
+def warfarin_request(rid: str = "mr1", patient: str | None = None) -> dict:
+    """An active warfarin order. `patient` names its subject; without one it names none (tests with other
+    context patient ids reuse it, and another patient's resource is ignored: catalog V2.4)."""
+    order = {
         "resourceType": "MedicationRequest",
         "id": rid,
         "status": "active",
@@ -91,9 +93,11 @@ def warfarin_request(rid: str = "mr1") -> dict:
                 }
             ]
         },
-        "subject": {"reference": "Patient/p1"},
         "authoredOn": "2026-10-01",
     }
+    if patient is not None:
+        order["subject"] = {"reference": f"Patient/{patient}"}
+    return order
 
 
 def searchset(*resources: dict) -> dict:
