@@ -21,18 +21,25 @@ def order_suggestions(
     *,
     reason: str,
     recommended: Iterable[str] = (),
+    priority: str | None = None,
 ) -> tuple[SuggestionSpec, ...]:
-    """One suggestion per orderable concept not already drafted or active (no alert loop on re-sign)."""
+    """One suggestion per orderable concept not already drafted or active (no alert loop on re-sign).
+
+    `priority="stat"` marks the work-up of a critical card (catalog V2.7).
+    """
     wanted = set(recommended)
     out: list[SuggestionSpec] = []
     for concept in missing_orders(inp.facts, concepts):
         item = ORDERABLES[concept]
-        resource = service_request(concept, inp.patient_id, reason=reason, encounter_id=inp.encounter_id)
+        resource = service_request(
+            concept, inp.patient_id, reason=reason, encounter_id=inp.encounter_id, priority=priority
+        )
         out.append(
             SuggestionSpec(
-                label=item.label,
+                label=item.label + (" (stat)" if priority == "stat" else ""),
                 resources=(resource,),
-                description=f"Create a draft order: {item.display}",
+                description=f"Create a draft order: {item.display}"
+                + (", priority stat" if priority == "stat" else ""),
                 is_recommended=concept in wanted,
             )
         )

@@ -124,7 +124,13 @@ def hook_call(base_url: str) -> dict[str, Any]:
 
 
 def by_rule(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["extension"]["org.va-cds.rule"]: c for c in payload["cards"]}
+    """Every finding (a card's own rule and those folded into it, V2.2) → the card carrying it."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in payload["cards"]:
+        ext = c["extension"]
+        for rid in ext.get("org.va-cds.findings") or [ext["org.va-cds.rule"]]:
+            out.setdefault(rid, c)
+    return out
 
 
 def failure_count(client: TestClient, key: str, reason: str) -> float:
