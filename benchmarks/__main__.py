@@ -16,10 +16,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.budget import case_budget
 from benchmarks.cases import Config, case_fetch, case_floor, case_http, case_peer, case_scaling
 from benchmarks.report import RESULTS, CaseResult, machine_info, write_results
 
-CASES = ("floor", "http", "fetch", "scaling", "peer")
+CASES = ("floor", "http", "fetch", "scaling", "peer", "budget")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "fetch": lambda: case_fetch(cfg),
         "scaling": lambda: case_scaling(cfg),
         "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
+        "budget": lambda: case_budget(cfg.quick),
     }
     machine = machine_info()
     print(
