@@ -16,11 +16,12 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.budget import case_budget
 from benchmarks.cases import Config, case_fetch, case_floor, case_http, case_peer, case_scaling
 from benchmarks.report import RESULTS, CaseResult, machine_info, write_results
 from benchmarks.workers import case_workers
 
-CASES = ("floor", "http", "fetch", "scaling", "workers", "peer")
+CASES = ("floor", "http", "fetch", "scaling", "workers", "peer", "budget")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": lambda: case_scaling(cfg),
         "workers": lambda: case_workers(cfg),
         "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
+        "budget": lambda: case_budget(cfg.quick),
     }
     machine = machine_info()
     print(

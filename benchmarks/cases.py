@@ -1,4 +1,4 @@
-"""Benchmark cases 1–5 (case 6, `workers`, is in benchmarks/workers.py). Each returns a CaseResult:
+"""Benchmark cases 1–5 (case 7, `workers`, is in benchmarks/workers.py). Each returns a CaseResult:
 printed lines, targets, raw figures.
 
 Every figure is a ratio or a percentile between subjects measured in the same run, interleaved where

@@ -27,7 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from cds_service.auth import AuthError, www_authenticate
+from cds_service.auth import REASONS, AuthError, www_authenticate
+from cds_service.auth.fhir_servers import FhirServerRefused, check_fhir_server
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
 from cds_service.database_url import ensure_folder
@@ -50,6 +51,7 @@ from cds_service.persistence.writer import write_now
 from cds_service.prefetch import PrefetchUnobtainable, check_template
 from cds_service.scale import check_shared_keys
 from cds_service.settings import Settings
+from cds_service.startup import check_settings
 from cds_service.state import State
 from fhir_mappings.library import default_library
 from hooks import build_services
@@ -60,6 +62,8 @@ access_log = logging.getLogger("va_cds.access")
 
 OPENAPI_FILE = Path(__file__).resolve().parents[1] / "openapi.yaml"
 JSON_TYPES = ("application/json", "application/fhir+json", "application/cds-hooks+json")
+# Hook and feedback answers are about one patient and one caller: no shared or browser cache may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _utcnow() -> datetime:
@@ -105,6 +109,7 @@ def create_app(
     """
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    check_settings(settings)  # fail closed on dangerous combinations; warn once about development ones
     # Several processes answering with per-process random keys would break links and patient hashes
     # silently: refuse to start instead, naming the missing keys (cds_service/scale.py).
     check_shared_keys(settings)
@@ -122,8 +127,6 @@ def create_app(
     except StoreUnavailable:
         log.error("database unavailable at start-up: feedback will answer 503 until it returns")
     state = State(settings, policy, library, services, store, clock, http_client, jwt_clock)
-    if settings.auth_mode == "off":
-        log.warning("authentication is OFF (VA_CDS_AUTH_MODE=off): any caller can use this service")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -134,6 +137,7 @@ def create_app(
         await state.jti_purger.stop()
         await anyio.to_thread.run_sync(state.shared_jti.close)
         await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows and snapshots
+        await state.fhir.aclose()
         if http_client is None and state._http is not None:
             await state._http.aclose()
         await anyio.to_thread.run_sync(store.close)
@@ -163,21 +167,23 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         reason = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-        return outcome_response(exc.status_code, reason)
+        return outcome_response(exc.status_code, reason, {**NO_STORE, **(exc.headers or {})})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
-        return outcome_response(400, "invalid request")
+        return outcome_response(400, "invalid request", NO_STORE)
 
     @app.exception_handler(ClientError)
     async def _client_error(_request: Request, exc: ClientError) -> Response:
-        return outcome_response(exc.status, exc.reason, exc.headers)
+        # Errors carry the caller's situation (why it was refused): never cached by a proxy or browser.
+        return outcome_response(exc.status, exc.reason, {**NO_STORE, **exc.headers})
 
-    async def authenticate(request: Request, audiences: list[str]) -> None:
+    async def authenticate(request: Request, audiences: list[str]) -> dict[str, Any] | None:
+        """The caller's verified JWT claims; None with auth off. Raises ClientError(401) with the reason."""
         if state.verifier is None:
-            return
+            return None
         try:
-            await state.verifier.verify(request.headers.get("authorization"), audiences)
+            return await state.verifier.verify(request.headers.get("authorization"), audiences)
         except AuthError as exc:
             state.metrics.jwt_rejections_total.labels(reason=exc.reason).inc()
             # reason/detail never contain token bytes; they tell the operator why a caller was refused
@@ -185,7 +191,9 @@ def create_app(
                 "JWT rejected", extra={"reason": exc.reason, "detail": exc.detail, "path": request.url.path}
             )
             raise ClientError(
-                401, "authentication failed", {"WWW-Authenticate": www_authenticate(exc.reason)}
+                401,
+                f"authentication failed: {REASONS[exc.reason]}",  # fixed phrases only, never token bytes
+                {"WWW-Authenticate": www_authenticate(exc.reason)},
             ) from None
 
     async def read_json(request: Request) -> Any:
@@ -219,8 +227,6 @@ def create_app(
     @app.get("/cds-services")
     async def discovery(request: Request) -> Response:
         await authenticate(request, [f"{state.base_url(request)}/cds-services"])
-        if settings.auth_mode == "off":
-            log.warning("discovery served with authentication OFF")
         body = DiscoveryResponse(services=_descriptors(state.services))
         return Response(
             orjson.dumps(body.model_dump(mode="json", exclude_none=True)), media_type="application/json"
@@ -231,7 +237,7 @@ def create_app(
         started = time.perf_counter()
         received = state.clock()
         base = state.base_url(request)
-        await authenticate(request, [f"{base}/cds-services/{service_id}"])
+        claims = await authenticate(request, [f"{base}/cds-services/{service_id}"])
         svc = service_or_404(service_id)
         raw = await read_json(request)
         if not isinstance(raw, dict):
@@ -247,15 +253,23 @@ def create_app(
         problems = context_problems(req.hook, req.context)
         if problems:
             raise ClientError(400, "; ".join(problems))
+        allowed = state.allowed_fhir_servers(claims)
+        if req.fhirServer is not None:
+            # Before anything is fetched: a base this caller may not name is refused outright (issue 16).
+            try:
+                check_fhir_server(req.fhirServer, allowed, token=req.fhirAuthorization is not None)
+            except FhirServerRefused as exc:
+                raise ClientError(exc.status, exc.reason) from None
         try:
             result = await invoke(
                 svc,
                 req,
-                client=state.http,
+                client=state.fhir,
                 limits=state.limits,
                 now=received,
                 base_url=base,
                 library=state.library,
+                allowed_fhir_servers=allowed,
             )
         except PrefetchUnobtainable as exc:
             state.metrics.requests_total.labels(service=svc.id, hook=req.hook, status="412").inc()
@@ -274,7 +288,7 @@ def create_app(
             state.writer.submit(state.audit_writes, record)
         except RuntimeError:  # shutting down this very moment: write it here rather than lose it
             await anyio.to_thread.run_sync(write_now, state.store, state.audit_writes, record)
-        return Response(body, media_type="application/json")
+        return Response(body, media_type="application/json", headers=NO_STORE)
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:
@@ -301,7 +315,9 @@ def create_app(
             state.metrics.feedback_total.labels(outcome=item.outcome).inc()
         access_log.info("feedback stored", extra={"service": svc.id, "items": len(fb.feedback), "new": new})
         return Response(
-            orjson.dumps({"received": len(fb.feedback), "stored": new}), media_type="application/json"
+            orjson.dumps({"received": len(fb.feedback), "stored": new}),
+            media_type="application/json",
+            headers=NO_STORE,
         )
 
     @app.get("/openapi.yaml", include_in_schema=False)
@@ -311,7 +327,13 @@ def create_app(
         return Response(OPENAPI_FILE.read_bytes(), media_type="application/yaml")
 
     app.include_router(
-        ops_router(lambda: state.store, lambda: state.metrics, lambda: _readiness(state)),
+        ops_router(
+            lambda: state.store,
+            lambda: state.metrics,
+            lambda: _readiness(state),
+            fhir_check=state.fhir.check,
+            metrics_token=settings.metrics_token,
+        ),
     )
     _include_docs(app, state)
     if settings.demo:

@@ -17,6 +17,7 @@ import httpx
 
 from cds_service.cards import build_cards
 from cds_service.contracts import MEDICATION_REFS_KEY, CardSpec, HookInput, ServiceDefinition
+from cds_service.fhir_client import FhirPool
 from cds_service.medication_refs import fetch_medications
 from cds_service.models import Card, HookRequest
 from cds_service.prefetch import FetchLimits, KeyOutcome, resolve
@@ -117,11 +118,12 @@ async def invoke(
     service: ServiceDefinition,
     req: HookRequest,
     *,
-    client: httpx.AsyncClient,
+    client: FhirPool | httpx.AsyncClient,
     limits: FetchLimits,
     now: datetime,
     base_url: str,
     library: ValueSetLibrary | None = None,
+    allowed_fhir_servers: frozenset[str] | None = None,
 ) -> InvocationResult:
     """Run one hook call. Raises PrefetchUnobtainable (→ 412) when required data cannot be had."""
     started = time.perf_counter()
@@ -129,7 +131,15 @@ async def invoke(
         return InvocationResult(cards=[], skipped=True)
     token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
     outcomes = await resolve(
-        service.prefetch, req.hook, req.context, req.prefetch, req.fhirServer, token, client, limits
+        service.prefetch,
+        req.hook,
+        req.context,
+        req.prefetch,
+        req.fhirServer,
+        token,
+        client,
+        limits,
+        allowed_fhir_servers,
     )
     resources = [r for o in outcomes.values() if o.available for r in o.resources]
     # V2.4: a medication named only by a reference the request did not resolve is fetched, never guessed.
@@ -141,6 +151,7 @@ async def invoke(
         client=client,
         limits=limits,
         seconds_left=limits.deadline_s - (time.perf_counter() - started),
+        allowed=allowed_fhir_servers,  # the same allowlist as the prefetch (issue 16)
     )
     if med_outcome is not None:
         outcomes[MEDICATION_REFS_KEY] = med_outcome

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import httpx
 from fastapi import Request
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from cds_service.auth import JwtVerifier, load_trust
 from cds_service.contracts import ServiceDefinition
+from cds_service.fhir_client import FhirPool
 from cds_service.metrics import Metrics
 from cds_service.persistence import AuditRecord, Store, StoreUnavailable
 from cds_service.persistence.jti import JtiStore
@@ -27,6 +29,7 @@ from cds_service.persistence.writer import GroupCommitWriter
 from cds_service.prefetch import FetchLimits
 from cds_service.scale import JtiPurger, SharedJti
 from cds_service.settings import Settings
+from cds_service.startup import fhir_servers_when_auth_off, warn_preset
 from fhir_mappings.library import ValueSetLibrary
 from hooks.policy import Policy
 
@@ -55,7 +58,22 @@ class State:
         self.clock = clock
         self.metrics = Metrics()
         self._http = http
-        self.limits = FetchLimits(settings.fhir_deadline_s, settings.fhir_max_pages, settings.fhir_max_bytes)
+        self.limits = FetchLimits(
+            settings.fhir_deadline_s,
+            settings.fhir_max_pages,
+            settings.fhir_max_bytes,
+            settings.fhir_max_call_bytes,
+            settings.fhir_call_concurrency,
+        )
+        # FHIR fetching has its own client, bounded and watched (cds_service.fhir_client); `http` stays for
+        # JWKS retrieval, so a FHIR server's trouble can never touch authentication.
+        self.fhir = FhirPool(
+            settings.fhir_max_connections,
+            client=http,
+            on_recreate=lambda _n: self.metrics.fhir_client_recreated_total.inc(),
+        )
+        # With auth off the FHIR bases come from VA_CDS_FHIR_SERVERS; with auth on, per issuer (trust file).
+        self.fhir_servers_auth_off = fhir_servers_when_auth_off(settings)
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
         # Checklist links are signed with a key derived from this (domain-separated, checklist/token.py).
         self.link_key = settings.checklist_link_key.encode() if settings.checklist_link_key else self.hash_key
@@ -70,6 +88,9 @@ class State:
         self.verifier: JwtVerifier | None = None
         if settings.auth_mode == "required":
             trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
+            if settings.trust_preset != "none":
+                servers = sorted({u for i in trust.issuers.values() for u in i.fhir_servers})
+                warn_preset(settings.trust_preset, servers)
             if trust.is_empty:
                 log.warning("authentication is required but no issuer is trusted: every call will get 401")
             self.verifier = JwtVerifier(
@@ -99,7 +120,15 @@ class State:
         return self._http
 
     def base_url(self, request: Request) -> str:
+        # With auth on, public_base_url is required (cds_service.startup): the Host header is the caller's.
         return (self.settings.public_base_url or str(request.base_url)).rstrip("/")
+
+    def allowed_fhir_servers(self, claims: dict[str, Any] | None) -> frozenset[str]:
+        """The FHIR bases this caller may name: its issuer's `fhir_servers`, or the auth-off setting."""
+        if self.verifier is None:
+            return self.fhir_servers_auth_off
+        issuer = self.verifier.trust.issuer(str((claims or {}).get("iss")))
+        return issuer.fhir_servers if issuer is not None else frozenset()
 
 
 class AuditWrites:

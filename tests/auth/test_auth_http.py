@@ -55,6 +55,7 @@ def _write_trust(path: Path, keys: Keys) -> Path:
                         ec_jwk(keys.ec256, "ec256-1"),
                     ]
                 },
+                "fhir_servers": [FHIR],
             },
             {"iss": FETCH_ISS, "jku": [FETCH_JKU]},
             {"iss": TENANT_ISS, "jwks": {"keys": [ec_jwk(keys.ec, "ec-t")]}, "tenant": "hospital-a"},

@@ -55,8 +55,17 @@ TEST_SERVICE = ServiceDefinition(
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {"auth_mode": "off", "database_url": f"sqlite:///{tmp_path}/va-cds.db"}
+    values: dict[str, object] = {
+        "auth_mode": "off",
+        "database_url": f"sqlite:///{tmp_path}/va-cds.db",
+        # The FHIR bases these tests name (respx-mocked; 8091 is the captured sandbox's local server).
+        "fhir_servers": [FHIR, "http://127.0.0.1:8091"],
+    }
     values.update(overrides)
+    if values["auth_mode"] == "required":
+        # With auth on the JWT aud is checked against the configured public URL, never the Host header;
+        # TestClient calls http://testserver.
+        values.setdefault("public_base_url", "http://testserver")
     return Settings(**values)  # type: ignore[arg-type]
 
 

@@ -564,6 +564,8 @@ def make_app(tmp_path: Path) -> Any:
     def make(**settings: Any) -> Any:
         settings.setdefault("auth_mode", "off")
         settings.setdefault("database_url", f"sqlite:///{tmp_path}/t.db")
+        if settings["auth_mode"] == "required":
+            settings.setdefault("public_base_url", "http://testserver")  # required with auth on (issue 16)
         return create_app(Settings(**settings))
 
     return make

@@ -93,10 +93,15 @@ def fhir() -> Iterator[FaultServer]:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(tmp_path_factory: pytest.TempPathFactory, fhir: FaultServer) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("faults") / "faults.db"
     settings = Settings(  # type: ignore[call-arg]
-        auth_mode="off", database_url=f"sqlite:///{db}", fhir_deadline_s=DEADLINE_S, log_level="WARNING"
+        auth_mode="off",
+        database_url=f"sqlite:///{db}",
+        fhir_deadline_s=DEADLINE_S,
+        log_level="WARNING",
+        # The FHIR bases are allowlisted exactly (issue 16): reserve the ones the plans below will use.
+        fhir_servers=fhir.reserve(200),
     )
     with TestClient(create_app(settings)) as c:
         yield c

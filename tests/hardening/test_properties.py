@@ -65,7 +65,7 @@ from hooks.policy import load_policy
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("VA_CDS_PROPERTY_EXAMPLES", "40"))
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-FHIR_BASE = "http://fhir.property.test/fhir"  # only ever answered by httpx.MockTransport
+FHIR_BASE = "https://fhir.property.test/fhir"  # only ever answered by httpx.MockTransport
 INTERNAL_ERROR_SUMMARY = "va-cds could not complete its safety checks for this patient"
 
 SERVICES = {s.id: s for s in build_services(load_policy())}
@@ -340,7 +340,9 @@ def _mock_fhir(request: httpx.Request) -> httpx.Response:
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("props") / "props.db"
     app = create_app(
-        Settings(auth_mode="off", database_url=f"sqlite:///{db}", log_level="WARNING"),  # type: ignore[call-arg]
+        Settings(  # type: ignore[call-arg]
+            auth_mode="off", database_url=f"sqlite:///{db}", log_level="WARNING", fhir_servers=[FHIR_BASE]
+        ),
         clock=lambda: NOW,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(_mock_fhir)),
     )
