@@ -74,6 +74,8 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Repl
         tmp,
         workers=2,
     )
+    # Required with authentication on; the replica's own loopback URL here (no balancer in front).
+    replica.env["VA_CDS_PUBLIC_BASE_URL"] = replica.url
     try:
         replica.launch()
         replica.wait_ready()
