@@ -24,9 +24,9 @@ import logging
 import re
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -49,12 +49,19 @@ log = logging.getLogger(__name__)
 
 #: rule id under which the override report lists feedback for cards we hold no audit row for.
 UNATTRIBUTED = "(no audit record)"
+#: `audit_card.memory` of a card alert memory left out of the response (not shown).
+OMITTED = "omitted"
+#: memory actions that spared the clinician an interruption (counted in the report's repeat burden).
+SPARING_ACTIONS = frozenset({"demoted", "suggestion-withheld", OMITTED})
 
 # Chosen so a hung or black-holed database shows up as "unavailable" (503, not ready) within
 # seconds instead of pinning worker threads; the EHR retries feedback anyway.
 _PG_CONNECT_TIMEOUT_S = 5
 _PG_STATEMENT_TIMEOUT_MS = 10_000
 _SQLITE_BUSY_TIMEOUT_MS = 5_000
+# Alert memory reads on the response path: better no memory than a slow answer (cds_service.memory).
+_PG_READ_CONNECT_TIMEOUT_S = 2
+_PG_READ_STATEMENT_TIMEOUT_MS = 300
 # Arbitrary constant key for pg_advisory_xact_lock: serialises concurrent start-up migrations.
 _MIGRATION_LOCK_KEY = 0x7661_6364_7301
 
@@ -77,10 +84,42 @@ class AuditRecord:
     received_at: datetime
     duration_ms: float
     patient_hash: str | None
-    #: [{"uuid": ..., "rule": rule_id, "indicator": ..., "suggestions": [uuid, ...]}]
+    #: [{"uuid": ..., "rule": rule_id, "indicator": ..., "suggestions": [uuid, ...]}], optionally with
+    #: "fingerprint", "memory" (what alert memory did) and "suggestion_keys" (aligned with "suggestions")
     cards: list[dict[str, Any]] = field(default_factory=list)
     #: prefetch key → "prefetched" | "fetched" | "null" | "failed:<reason>" | "operation-outcome"
     fhir_outcomes: dict[str, str] = field(default_factory=dict)
+    #: the caller's JWT issuer and tenant; "" when authentication is off or the token names no tenant
+    issuer: str = ""
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackSeen:
+    """One feedback report on a remembered card (bound: same service, issuer and tenant as the card)."""
+
+    outcome: str
+    outcome_at: datetime
+    reason_code: str | None
+    reason_display: str | None
+    user_comment: str | None
+    accepted_suggestions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecalledCard:
+    """A card shown earlier to the same patient, issuer and tenant, with the feedback it got."""
+
+    uuid: str
+    rule_id: str
+    fingerprint: str
+    indicator: str
+    shown_at: datetime
+    hook: str
+    memory: str | None
+    suggestions: tuple[str, ...]
+    suggestion_keys: tuple[str, ...]
+    feedback: tuple[FeedbackSeen, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +133,10 @@ class RuleStats:
     overridden: int
     #: up to three (reason label, distinct cards) pairs, most frequent first
     top_reasons: tuple[tuple[str, int], ...] = ()
+    #: cards that repeated an earlier card's fingerprint for the same patient, issuer and tenant
+    repeats: int = 0
+    #: of those, how many alert memory spared the clinician (demoted, suggestion withheld, omitted)
+    spared: int = 0
 
     @property
     def accept_rate(self) -> float | None:
@@ -149,6 +192,7 @@ class Store:
         self.url = _normalise_url(url)
         self._dialect = self.url.get_backend_name()
         self._engine = self._make_engine(self.url)
+        self._read_engine: Engine | None = None  # alert memory's reads (see `_reader`), made on first use
         # Built once and reused: constructing a statement (and its cache key) per write showed up in
         # the writer's profile. Executed with a list of rows they are one executemany each.
         self._audit_insert = sa.insert(audit).returning(audit.c.id, sort_by_parameter_order=True)
@@ -157,6 +201,7 @@ class Store:
         self._stored_cards = sa.select(audit_card.c.uuid).where(
             audit_card.c.uuid.in_(sa.bindparam("uuids", expanding=True))
         )
+        self._recall = _recall_statement()
 
     # ---------------------------------------------------------------------------------------------
     # Engine
@@ -212,6 +257,38 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"connecting failed: {type(exc).__name__}: {_short(exc)}") from exc
 
+    def _reader(self) -> Engine:
+        """The engine for reads on the hook's response path (alert memory): they must fail fast.
+
+        PostgreSQL: a pool of its own, so a slow or hung server cannot hold the writer's or the feedback
+        endpoint's connections, with a short statement timeout and no pre-ping round trip (a stale
+        connection fails one lookup, which then just has no memory). SQLite: the same engine (an
+        in-memory database exists on one connection only); reads there begin DEFERRED (`_sqlite_on_begin`).
+        """
+        if self._dialect == "sqlite":
+            return self._engine
+        if self._read_engine is None:
+            connect_args: dict[str, Any] = {}
+            if "connect_timeout" not in self.url.query:
+                connect_args["connect_timeout"] = _PG_READ_CONNECT_TIMEOUT_S
+            if "options" not in self.url.query:
+                connect_args["options"] = f"-c statement_timeout={_PG_READ_STATEMENT_TIMEOUT_MS}"
+            self._read_engine = sa.create_engine(
+                self.url, pool_size=4, max_overflow=4, pool_timeout=1, connect_args=connect_args
+            )
+        return self._read_engine
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Connection]:
+        """A read-only transaction on the reader engine; database errors become StoreUnavailable."""
+        try:
+            with self._reader().connect() as conn:
+                conn.execution_options(va_cds_read_only=True)
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {_short(exc)}") from exc
+
     def _insert(self, table: sa.Table) -> Any:
         # Both dialect insert() constructs offer on_conflict_do_nothing; the generic one does not.
         return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
@@ -260,20 +337,37 @@ class Store:
     def close(self) -> None:
         """Close pooled connections. The Store must not be used afterwards."""
         self._engine.dispose()
+        if self._read_engine is not None:
+            self._read_engine.dispose()
 
     # ---------------------------------------------------------------------------------------------
     # Feedback
     # ---------------------------------------------------------------------------------------------
 
-    def save_feedback(self, service_id: str, items: Sequence[FeedbackItem], received_at: datetime) -> int:
+    def save_feedback(
+        self,
+        service_id: str,
+        items: Sequence[FeedbackItem],
+        received_at: datetime,
+        *,
+        issuer: str = "",
+        tenant: str = "",
+    ) -> int:
         """Store feedback items in one durable transaction; return how many were new.
 
-        Duplicates (same service, card, outcome and outcome instant) are skipped silently. Raises
+        `issuer`/`tenant` are the caller's (from its JWT; "" with authentication off). Feedback is stored
+        whoever sends it, but it only counts for a card that the same service, issuer and tenant received
+        (the override report and alert memory join on all three); anything else is kept like feedback
+        about an unknown card. Duplicates (same service, issuer, tenant, card, outcome and outcome
+        instant) are skipped silently. Raises
         InvalidFeedback (nothing written) for an impossible timestamp, StoreUnavailable on any
         database error (nothing written); on return the rows are committed.
         """
-        rows = [self._feedback_row(service_id, item, received_at) for item in items]
-        keys = ["service", "card", "outcome", "outcome_at"]
+        rows = [
+            {**self._feedback_row(service_id, item, received_at), "issuer": issuer, "tenant": tenant}
+            for item in items
+        ]
+        keys = ["service", "issuer", "tenant", "card", "outcome", "outcome_at"]
         new = 0
         with self._transaction("saving feedback") as conn:
             for row in rows:
@@ -358,6 +452,8 @@ class Store:
                         "duration_ms": record.duration_ms,
                         "patient_hash": record.patient_hash,
                         "fhir_outcomes": dict(record.fhir_outcomes),
+                        "issuer": record.issuer,
+                        "tenant": record.tenant,
                     }
                     for record, _ids in todo
                 ],
@@ -373,6 +469,9 @@ class Store:
                 "rule_id": str(card["rule"]),
                 "indicator": str(card["indicator"]),
                 "suggestions": [str(s) for s in card.get("suggestions") or []],
+                "fingerprint": card.get("fingerprint"),
+                "memory": card.get("memory"),
+                "suggestion_keys": card.get("suggestion_keys"),
             }
             for (record, ids), audit_id in zip(todo, audit_ids, strict=True)
             for position, (card, uid) in enumerate(zip(record.cards, ids, strict=True))
@@ -407,11 +506,73 @@ class Store:
                     "rule": c.rule_id,
                     "indicator": c.indicator,
                     "suggestions": list(c.suggestions),
+                    "fingerprint": c.fingerprint,
+                    "memory": c.memory,
+                    "suggestion_keys": None if c.suggestion_keys is None else list(c.suggestion_keys),
                 }
                 for c in cards
             ],
             fhir_outcomes=dict(row.fhir_outcomes),
+            issuer=row.issuer,
+            tenant=row.tenant,
         )
+
+    # ---------------------------------------------------------------------------------------------
+    # Alert memory
+    # ---------------------------------------------------------------------------------------------
+
+    def recall(
+        self,
+        patient_hash: str,
+        issuer: str,
+        tenant: str,
+        fingerprints: Collection[str],
+        since: datetime,
+    ) -> list[RecalledCard]:
+        """Cards shown since `since` to this patient for this issuer and tenant whose fingerprint is one of
+        `fingerprints`, oldest first, each with its bound feedback (same service, issuer and tenant as the
+        card; anything else is as if about an unknown card). One query on `ix_audit_memory`, read-only,
+        on the fail-fast reader (`_reader`). Raises StoreUnavailable.
+        """
+        if not fingerprints:
+            return []
+        params = {
+            "patient": patient_hash,
+            "issuer": issuer,
+            "tenant": tenant,
+            "since": since,
+            "fingerprints": sorted(set(fingerprints)),
+        }
+        with self._read("recalling alert memory") as conn:
+            rows = conn.execute(self._recall, params).all()
+        cards: dict[str, RecalledCard] = {}
+        seen: dict[str, list[FeedbackSeen]] = {}
+        for row in rows:
+            if row.uuid not in cards:
+                cards[row.uuid] = RecalledCard(
+                    uuid=row.uuid,
+                    rule_id=row.rule_id,
+                    fingerprint=row.fingerprint,
+                    indicator=row.indicator,
+                    shown_at=row.received_at,
+                    hook=row.hook,
+                    memory=row.memory,
+                    suggestions=tuple(str(x) for x in row.suggestions or ()),
+                    suggestion_keys=tuple(str(x) for x in row.suggestion_keys or ()),
+                )
+                seen[row.uuid] = []
+            if row.outcome is not None:
+                seen[row.uuid].append(
+                    FeedbackSeen(
+                        outcome=row.outcome,
+                        outcome_at=row.outcome_at,
+                        reason_code=row.reason_code,
+                        reason_display=row.reason_display,
+                        user_comment=row.user_comment,
+                        accepted_suggestions=tuple(str(x) for x in row.accepted_suggestions or ()),
+                    )
+                )
+        return [replace(card, feedback=tuple(seen[uid])) for uid, card in cards.items()]
 
     # ---------------------------------------------------------------------------------------------
     # Override report
@@ -425,11 +586,16 @@ class Store:
         reported under UNATTRIBUTED (filtered by when the feedback arrived). Sorted by override
         rate, highest first, because those are the rules to look at. Raises StoreUnavailable.
         """
-        shown_q = sa.select(audit_card.c.rule_id, sa.func.count()).join(
-            audit, audit.c.id == audit_card.c.audit_id
+        # Cards alert memory left out were not shown (they are kept for the repeat-burden column only).
+        shown_q = (
+            sa.select(audit_card.c.rule_id, sa.func.count())
+            .join(audit, audit.c.id == audit_card.c.audit_id)
+            .where(sa.or_(audit_card.c.memory.is_(None), audit_card.c.memory != OMITTED))
         )
+        # Feedback counts for a card only when it came from the service, issuer and tenant that received
+        # the card; any other is reported like feedback about an unknown card (UNATTRIBUTED).
         joined = feedback.join(audit_card, audit_card.c.uuid == feedback.c.card).join(
-            audit, audit.c.id == audit_card.c.audit_id
+            audit, sa.and_(audit.c.id == audit_card.c.audit_id, _bound())
         )
         outcome_q = sa.select(
             audit_card.c.rule_id, feedback.c.outcome, sa.func.count(sa.distinct(feedback.c.card))
@@ -449,10 +615,35 @@ class Store:
             .select_from(joined)
             .where(feedback.c.outcome == "overridden")
         )
-        orphan = ~sa.exists().where(audit_card.c.uuid == feedback.c.card)
+        orphan = ~sa.exists().where(
+            audit_card.c.uuid == feedback.c.card, audit.c.id == audit_card.c.audit_id, _bound()
+        )
         orphan_q = sa.select(feedback.c.outcome, sa.func.count(sa.distinct(feedback.c.card))).where(orphan)
         orphan_reason_q = sa.select(*reason_cols).distinct().where(orphan, feedback.c.outcome == "overridden")
+        # Repeat burden: per (rule, patient, issuer, tenant, fingerprint) every card after the first is a
+        # repeat of the same question on the same data; `memory` says which of them memory spared.
+        repeat_q = (
+            sa.select(audit_card.c.rule_id, sa.func.count())
+            .join(audit, audit.c.id == audit_card.c.audit_id)
+            .where(audit_card.c.fingerprint.is_not(None), audit.c.patient_hash.is_not(None))
+            .group_by(
+                audit_card.c.rule_id,
+                audit.c.patient_hash,
+                audit.c.issuer,
+                audit.c.tenant,
+                audit_card.c.fingerprint,
+            )
+            .having(sa.func.count() > 1)
+        )
+        spared_q = (
+            sa.select(audit_card.c.rule_id, audit_card.c.memory, sa.func.count())
+            .join(audit, audit.c.id == audit_card.c.audit_id)
+            .where(audit_card.c.memory.is_not(None))
+            .group_by(audit_card.c.rule_id, audit_card.c.memory)
+        )
         if since is not None:
+            repeat_q = repeat_q.where(audit.c.received_at >= since)
+            spared_q = spared_q.where(audit.c.received_at >= since)
             shown_q = shown_q.where(audit.c.received_at >= since)
             outcome_q = outcome_q.where(audit.c.received_at >= since)
             reason_q = reason_q.where(audit.c.received_at >= since)
@@ -473,6 +664,13 @@ class Store:
                 tally.add(*row)
             for orphan_row in conn.execute(orphan_reason_q):
                 tally.add(UNATTRIBUTED, *orphan_row)
+            repeats: Counter[str] = Counter()
+            for rule, n in conn.execute(repeat_q):
+                repeats[rule] += n - 1
+            spared: Counter[str] = Counter()
+            for rule, memory, n in conn.execute(spared_q):
+                if set(str(memory).split(",")) & SPARING_ACTIONS:
+                    spared[rule] += n
 
         stats = [
             RuleStats(
@@ -481,11 +679,57 @@ class Store:
                 accepted=outcomes[rule]["accepted"],
                 overridden=outcomes[rule]["overridden"],
                 top_reasons=tally.top(rule, 3),
+                repeats=repeats[rule],
+                spared=spared[rule],
             )
             for rule in sorted(set(shown) | set(outcomes))
         ]
         stats.sort(key=lambda s: (s.rule_id == UNATTRIBUTED, -(s.override_rate or 0.0), s.rule_id))
         return stats
+
+
+def _bound() -> sa.ColumnElement[bool]:
+    """Feedback joined to an audit row: sent by the service, issuer and tenant that received the card."""
+    return sa.and_(
+        feedback.c.service == audit.c.service,
+        feedback.c.issuer == audit.c.issuer,
+        feedback.c.tenant == audit.c.tenant,
+    )
+
+
+def _recall_statement() -> sa.Select[Any]:
+    cards = audit.join(audit_card, audit_card.c.audit_id == audit.c.id).outerjoin(
+        feedback, sa.and_(feedback.c.card == audit_card.c.uuid, _bound())
+    )
+    return (
+        sa.select(
+            audit_card.c.uuid,
+            audit_card.c.rule_id,
+            audit_card.c.fingerprint,
+            audit_card.c.indicator,
+            audit_card.c.memory,
+            audit_card.c.suggestions,
+            audit_card.c.suggestion_keys,
+            audit.c.received_at,
+            audit.c.hook,
+            feedback.c.outcome,
+            feedback.c.outcome_at,
+            feedback.c.reason_code,
+            feedback.c.reason_display,
+            feedback.c.user_comment,
+            feedback.c.accepted_suggestions,
+        )
+        .select_from(cards)
+        # The equality columns and the range on received_at are exactly ix_audit_memory.
+        .where(
+            audit.c.patient_hash == sa.bindparam("patient"),
+            audit.c.issuer == sa.bindparam("issuer"),
+            audit.c.tenant == sa.bindparam("tenant"),
+            audit.c.received_at >= sa.bindparam("since"),
+            audit_card.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
+        )
+        .order_by(audit.c.received_at, audit.c.id, audit_card.c.position, feedback.c.id)
+    )
 
 
 class _ReasonTally:
@@ -554,4 +798,9 @@ def _sqlite_on_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock up front. With a deferred BEGIN, a transaction that reads and then
     # writes (write_audits' retry check) fails at once with "database is locked" when another connection
     # commits in between: WAL cannot upgrade a stale read snapshot, and the busy timeout does not apply.
+    # A read-only transaction (alert memory, on the response path) never writes, so it begins DEFERRED and
+    # does not queue behind the writer thread for the write lock.
+    if conn.get_execution_options().get("va_cds_read_only"):
+        conn.exec_driver_sql("BEGIN")
+        return
     conn.exec_driver_sql("BEGIN IMMEDIATE")
