@@ -500,18 +500,7 @@ class Store:
             received_at=row.received_at,
             duration_ms=row.duration_ms,
             patient_hash=row.patient_hash,
-            cards=[
-                {
-                    "uuid": c.uuid,
-                    "rule": c.rule_id,
-                    "indicator": c.indicator,
-                    "suggestions": list(c.suggestions),
-                    "fingerprint": c.fingerprint,
-                    "memory": c.memory,
-                    "suggestion_keys": None if c.suggestion_keys is None else list(c.suggestion_keys),
-                }
-                for c in cards
-            ],
+            cards=[_card_dict(c) for c in cards],
             fhir_outcomes=dict(row.fhir_outcomes),
             issuer=row.issuer,
             tenant=row.tenant,
@@ -686,6 +675,21 @@ class Store:
         ]
         stats.sort(key=lambda s: (s.rule_id == UNATTRIBUTED, -(s.override_rate or 0.0), s.rule_id))
         return stats
+
+
+def _card_dict(c: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "uuid": c.uuid,
+        "rule": c.rule_id,
+        "indicator": c.indicator,
+        "suggestions": list(c.suggestions),
+    }
+    # Alert-memory columns only when set, so a record written without them reads back as written.
+    for key in ("fingerprint", "memory", "suggestion_keys"):
+        value = getattr(c, key)
+        if value is not None:
+            out[key] = list(value) if key == "suggestion_keys" else value
+    return out
 
 
 def _bound() -> sa.ColumnElement[bool]:
