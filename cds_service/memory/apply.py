@@ -1,7 +1,10 @@
 """What memory does to this call's cards, given what the same chart was shown before. Pure: no I/O.
 
-Only an earlier card of the same rule with the same fingerprint (same evidence) counts; a card whose
-evidence changed therefore always comes back in full, as new. With a match, inside the policy windows:
+Memory acts only when the latest card of the same rule shown to this chart has the same fingerprint
+(the evidence has not changed since), and then only earlier cards with that fingerprint count. A card
+whose evidence changed since it was last shown therefore always comes back in full, as new — also when
+the data later return to an earlier state (A, then B, then A again: the second A is new). With a
+match, inside the policy windows:
 
 * **Overridden** (within `override_memory_days`): a *warning* comes back as info, its detail opening
   with "Overridden on 28 Nov: <reason>; shown again if the data change" (`demoted`); on patient-view the
@@ -98,13 +101,15 @@ def apply_memory(
 ) -> MemoryOutcome:
     """Apply alert memory to `cards` (see the module docstring). `recalled`: this chart's earlier cards."""
     out = MemoryOutcome(cards=[])
-    by_fingerprint: dict[tuple[str, str], list[RecalledCard]] = {}
-    for earlier in recalled:
-        by_fingerprint.setdefault((earlier.rule_id, earlier.fingerprint), []).append(earlier)
+    by_rule: dict[str, list[RecalledCard]] = {}
+    for earlier in recalled:  # oldest first: the last of each rule is the latest shown
+        by_rule.setdefault(earlier.rule_id, []).append(earlier)
     for card in cards:
         rule, fp = rule_of(card), fingerprint_in(card)
-        matches = by_fingerprint.get((rule, fp or "")) if fp and policy.applies_to(rule) else None
-        changed = _remember(card, matches or [], hook, now, policy, out) if matches else None
+        shown = by_rule.get(rule) if fp and policy.applies_to(rule) else None
+        # Evidence changed since the rule's latest card (or never shown): the full card, as new.
+        matches = [e for e in shown if e.fingerprint == fp] if shown and shown[-1].fingerprint == fp else []
+        changed = _remember(card, matches, hook, now, policy, out) if matches else None
         if changed is None:
             out.cards.append(card)
     # A demoted card now sorts with the info cards (stable: the rules' order holds within a level).

@@ -515,22 +515,22 @@ class Store:
         patient_hash: str,
         issuer: str,
         tenant: str,
-        fingerprints: Collection[str],
+        rules: Collection[str],
         since: datetime,
     ) -> list[RecalledCard]:
-        """Cards shown since `since` to this patient for this issuer and tenant whose fingerprint is one of
-        `fingerprints`, oldest first, each with its bound feedback (same service, issuer and tenant as the
-        card; anything else is as if about an unknown card). One query on `ix_audit_memory`, read-only,
-        on the fail-fast reader (`_reader`). Raises StoreUnavailable.
+        """Cards of these rules shown since `since` to this patient for this issuer and tenant, oldest
+        first (so the last of a rule is its latest), each with its bound feedback (same service, issuer and
+        tenant as the card; anything else is as if about an unknown card). One query on `ix_audit_memory`,
+        read-only, on the fail-fast reader (`_reader`). Raises StoreUnavailable.
         """
-        if not fingerprints:
+        if not rules:
             return []
         params = {
             "patient": patient_hash,
             "issuer": issuer,
             "tenant": tenant,
             "since": since,
-            "fingerprints": sorted(set(fingerprints)),
+            "rules": sorted(set(rules)),
         }
         with self._read("recalling alert memory") as conn:
             rows = conn.execute(self._recall, params).all()
@@ -730,7 +730,8 @@ def _recall_statement() -> sa.Select[Any]:
             audit.c.issuer == sa.bindparam("issuer"),
             audit.c.tenant == sa.bindparam("tenant"),
             audit.c.received_at >= sa.bindparam("since"),
-            audit_card.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
+            audit_card.c.rule_id.in_(sa.bindparam("rules", expanding=True)),
+            audit_card.c.fingerprint.is_not(None),
         )
         .order_by(audit.c.received_at, audit.c.id, audit_card.c.position, feedback.c.id)
     )

@@ -73,6 +73,9 @@ def test_an_overridden_warning_comes_back_as_info_until_the_data_change(mem: Mem
     changed = by_rule(mem.call(replace(chart, meds=(warfarin("mr9", authored="2026-11-29"),))))[ANTICOAG]
     assert changed["indicator"] == "warning" and MEMORY not in changed["extension"]
     assert len(changed["suggestions"]) == 2
+    # Back to the data that were overridden: still a change since the card was last shown, so in full.
+    back = by_rule(mem.call(chart))[ANTICOAG]
+    assert back["indicator"] == "warning" and MEMORY not in back["extension"]
 
     # Past override_memory_days (30 by default) the unchanged card is a warning again.
     mem.clock.advance(days=29)
@@ -254,7 +257,7 @@ def test_audit_rows_keep_fingerprint_and_what_memory_did(mem: MemoryClient) -> N
         patient_hash(HASH_KEY.encode(), "p1"),
         "",
         "",
-        [first["extension"][FP]],
+        [ANTICOAG],
         mem.clock.now.replace(year=2000),
     )
     assert [r.uuid for r in rows] == [first["uuid"], body_cards[0]["uuid"]]
