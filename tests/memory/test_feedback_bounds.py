@@ -76,7 +76,9 @@ def test_feedback_at_the_bounds_is_accepted(client: TestClient) -> None:
     )
     r = client.post(
         URL,
-        json={"feedback": [full] + [item(outcomeTimestamp=f"2026-11-28T09:00:{n:02d}Z") for n in range(1, 60)]},
+        json={
+            "feedback": [full] + [item(outcomeTimestamp=f"2026-11-28T09:00:{n:02d}Z") for n in range(1, 60)]
+        },
     )
     assert r.status_code == 200, r.text
     assert r.json() == {"received": 60, "stored": 60}
