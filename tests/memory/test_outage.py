@@ -16,6 +16,7 @@ from tests.memory.conftest import (
     Clock,
     MemoryClient,
     by_rule,
+    hook_body,
     inr,
     make_app_client,
 )
