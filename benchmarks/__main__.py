@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.cases import Config, case_fetch, case_floor, case_http, case_peer, case_scaling
+from benchmarks.memory_cost import case_memory
 from benchmarks.report import RESULTS, CaseResult, machine_info, write_results
 
-CASES = ("floor", "http", "fetch", "scaling", "peer")
+CASES = ("floor", "http", "fetch", "scaling", "peer", "memory")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         "fetch": lambda: case_fetch(cfg),
         "scaling": lambda: case_scaling(cfg),
         "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
+        "memory": lambda: case_memory(
+            cfg.memory_reps, cfg.floor_warmup, cfg.memory_history, cfg.budget_s, cfg.http_body_resources
+        ),
     }
     machine = machine_info()
     print(

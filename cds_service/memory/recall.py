@@ -83,12 +83,14 @@ class AlertMemory:
         """`cards` as memory leaves them (see `cds_service.memory.apply`). Never raises."""
         if not self.enabled or patient_hash is None:
             return MemoryOutcome(cards=cards)
-        rules = [
-            r for c in cards if fingerprint_in(c) is not None and self.policy.applies_to(r := rule_of(c))
-        ]
-        if not rules:
+        current = {
+            rule_of(c): fp
+            for c in cards
+            if (fp := fingerprint_in(c)) is not None and self.policy.applies_to(rule_of(c))
+        }
+        if not current:
             return MemoryOutcome(cards=cards)  # nothing memory could change: no query
-        recalled = await self._recall(patient_hash, issuer, tenant, rules, now)
+        recalled = await self._recall(patient_hash, issuer, tenant, current, now)
         if recalled is None:
             return MemoryOutcome(cards=cards)
         try:
@@ -101,12 +103,15 @@ class AlertMemory:
         return outcome
 
     async def _recall(
-        self, patient_hash: str, issuer: str, tenant: str, rules: list[str], now: datetime
+        self, patient_hash: str, issuer: str, tenant: str, current: dict[str, str], now: datetime
     ) -> list[RecalledCard] | None:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_LOOKUPS)
         since = now - timedelta(days=self.policy.lookback_days)
-        lookup = functools.partial(self.store.recall, patient_hash, issuer, tenant, rules, since)
+        repeat_since = now - timedelta(hours=self.policy.repeat_memory_hours)
+        lookup = functools.partial(
+            self.store.recall, patient_hash, issuer, tenant, current, since, repeat_since
+        )
         try:
             with anyio.move_on_after(self.budget_s):
                 # abandon_on_cancel: past the budget the response goes on; the thread finishes on its own.

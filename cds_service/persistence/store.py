@@ -24,9 +24,9 @@ import logging
 import re
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -43,7 +43,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from cds_service.models import FeedbackItem
-from cds_service.persistence.tables import audit, audit_card, feedback
+from cds_service.persistence.tables import UTCDateTime, audit, audit_card, feedback
 
 log = logging.getLogger(__name__)
 
@@ -515,43 +515,39 @@ class Store:
         patient_hash: str,
         issuer: str,
         tenant: str,
-        rules: Collection[str],
+        current: Mapping[str, str],
         since: datetime,
+        repeat_since: datetime,
     ) -> list[RecalledCard]:
-        """Cards of these rules shown since `since` to this patient for this issuer and tenant, oldest
-        first (so the last of a rule is its latest), each with its bound feedback (same service, issuer and
-        tenant as the card; anything else is as if about an unknown card). One query on `ix_audit_memory`,
+        """What alert memory can use about this chart (patient, issuer, tenant), oldest first.
+
+        `current` maps each rule id to the fingerprint of its card in this call. Returned: the cards
+        shown since `since` that carry that fingerprint and came after the rule's last card with another
+        one (the run of unchanged evidence), each with its bound feedback (same service, issuer and tenant
+        as the card: anything else is as if about an unknown card), and only if they got feedback or were
+        shown since `repeat_since` — nothing else can change a card. One statement on `ix_audit_memory`,
         read-only, on the fail-fast reader (`_reader`). Raises StoreUnavailable.
         """
-        if not rules:
+        if not current:
             return []
         params = {
             "patient": patient_hash,
             "issuer": issuer,
             "tenant": tenant,
             "since": since,
-            "rules": sorted(set(rules)),
+            "repeat_since": repeat_since,
+            "rules": sorted(current),
+            "fingerprints": sorted(set(current.values())),
         }
         with self._read("recalling alert memory") as conn:
             rows = conn.execute(self._recall, params).all()
-        cards: dict[str, RecalledCard] = {}
-        seen: dict[str, list[FeedbackSeen]] = {}
+        found: dict[str, tuple[Any, list[FeedbackSeen]]] = {}
         for row in rows:
-            if row.uuid not in cards:
-                cards[row.uuid] = RecalledCard(
-                    uuid=row.uuid,
-                    rule_id=row.rule_id,
-                    fingerprint=row.fingerprint,
-                    indicator=row.indicator,
-                    shown_at=row.received_at,
-                    hook=row.hook,
-                    memory=row.memory,
-                    suggestions=tuple(str(x) for x in row.suggestions or ()),
-                    suggestion_keys=tuple(str(x) for x in row.suggestion_keys or ()),
-                )
-                seen[row.uuid] = []
+            held = found.get(row.uuid)
+            if held is None:
+                held = found[row.uuid] = (row, [])
             if row.outcome is not None:
-                seen[row.uuid].append(
+                held[1].append(
                     FeedbackSeen(
                         outcome=row.outcome,
                         outcome_at=row.outcome_at,
@@ -561,7 +557,21 @@ class Store:
                         accepted_suggestions=tuple(str(x) for x in row.accepted_suggestions or ()),
                     )
                 )
-        return [replace(card, feedback=tuple(seen[uid])) for uid, card in cards.items()]
+        return [
+            RecalledCard(
+                uuid=row.uuid,
+                rule_id=row.rule_id,
+                fingerprint=row.fingerprint,
+                indicator=row.indicator,
+                shown_at=row.received_at,
+                hook=row.hook,
+                memory=row.memory,
+                suggestions=tuple(str(x) for x in row.suggestions or ()),
+                suggestion_keys=tuple(str(x) for x in row.suggestion_keys or ()),
+                feedback=tuple(seen),
+            )
+            for row, seen in found.values()
+        ]
 
     # ---------------------------------------------------------------------------------------------
     # Override report
@@ -702,10 +712,11 @@ def _bound() -> sa.ColumnElement[bool]:
 
 
 def _recall_statement() -> sa.Select[Any]:
-    cards = audit.join(audit_card, audit_card.c.audit_id == audit.c.id).outerjoin(
-        feedback, sa.and_(feedback.c.card == audit_card.c.uuid, _bound())
-    )
-    return (
+    """The memory lookup (see `Store.recall`), built once. Evidence order is by `audit.id` (insert order),
+    which stays right when replicas' clocks disagree by a little."""
+    # Every card of the rules asked about, shown to this chart in the window: the index range of
+    # ix_audit_memory (patient, issuer, tenant, received_at), then the cards by audit_id.
+    shown = (
         sa.select(
             audit_card.c.uuid,
             audit_card.c.rule_id,
@@ -714,8 +725,50 @@ def _recall_statement() -> sa.Select[Any]:
             audit_card.c.memory,
             audit_card.c.suggestions,
             audit_card.c.suggestion_keys,
+            audit_card.c.position,
+            audit.c.id.label("audit_id"),
             audit.c.received_at,
             audit.c.hook,
+            audit.c.service,
+            audit.c.issuer,
+            audit.c.tenant,
+        )
+        .select_from(audit.join(audit_card, audit_card.c.audit_id == audit.c.id))
+        .where(
+            audit.c.patient_hash == sa.bindparam("patient"),
+            audit.c.issuer == sa.bindparam("issuer"),
+            audit.c.tenant == sa.bindparam("tenant"),
+            audit.c.received_at >= sa.bindparam("since", type_=UTCDateTime()),
+            audit_card.c.rule_id.in_(sa.bindparam("rules", expanding=True)),
+            audit_card.c.fingerprint.is_not(None),
+        )
+        .cte("shown")
+    )
+    fingerprints: sa.BindParameter[str] = sa.bindparam("fingerprints", expanding=True)
+    # Per rule, the last call whose card had other evidence: only the cards after it still count.
+    changed = (
+        sa.select(shown.c.rule_id, sa.func.max(shown.c.audit_id).label("last_change"))
+        .where(shown.c.fingerprint.not_in(fingerprints))
+        .group_by(shown.c.rule_id)
+        .cte("changed")
+    )
+    bound = sa.and_(
+        feedback.c.card == shown.c.uuid,
+        feedback.c.service == shown.c.service,
+        feedback.c.issuer == shown.c.issuer,
+        feedback.c.tenant == shown.c.tenant,
+    )
+    return (
+        sa.select(
+            shown.c.uuid,
+            shown.c.rule_id,
+            shown.c.fingerprint,
+            shown.c.indicator,
+            shown.c.memory,
+            shown.c.suggestions,
+            shown.c.suggestion_keys,
+            shown.c.received_at,
+            shown.c.hook,
             feedback.c.outcome,
             feedback.c.outcome_at,
             feedback.c.reason_code,
@@ -723,17 +776,18 @@ def _recall_statement() -> sa.Select[Any]:
             feedback.c.user_comment,
             feedback.c.accepted_suggestions,
         )
-        .select_from(cards)
-        # The equality columns and the range on received_at are exactly ix_audit_memory.
-        .where(
-            audit.c.patient_hash == sa.bindparam("patient"),
-            audit.c.issuer == sa.bindparam("issuer"),
-            audit.c.tenant == sa.bindparam("tenant"),
-            audit.c.received_at >= sa.bindparam("since"),
-            audit_card.c.rule_id.in_(sa.bindparam("rules", expanding=True)),
-            audit_card.c.fingerprint.is_not(None),
+        .select_from(
+            shown.outerjoin(changed, changed.c.rule_id == shown.c.rule_id).outerjoin(feedback, bound)
         )
-        .order_by(audit.c.received_at, audit.c.id, audit_card.c.position, feedback.c.id)
+        .where(
+            shown.c.fingerprint.in_(fingerprints),
+            sa.or_(changed.c.last_change.is_(None), shown.c.audit_id > changed.c.last_change),
+            sa.or_(
+                feedback.c.id.is_not(None),
+                shown.c.received_at >= sa.bindparam("repeat_since", type_=UTCDateTime()),
+            ),
+        )
+        .order_by(shown.c.audit_id, shown.c.position, feedback.c.id)
     )
 
 

@@ -257,7 +257,8 @@ def test_audit_rows_keep_fingerprint_and_what_memory_did(mem: MemoryClient) -> N
         patient_hash(HASH_KEY.encode(), "p1"),
         "",
         "",
-        [ANTICOAG],
+        {ANTICOAG: first["extension"][FP]},
+        mem.clock.now.replace(year=2000),
         mem.clock.now.replace(year=2000),
     )
     assert [r.uuid for r in rows] == [first["uuid"], body_cards[0]["uuid"]]
