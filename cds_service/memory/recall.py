@@ -1,7 +1,8 @@
 """Alert memory on the hook's response path: one lookup, a time budget, and "no memory" on any failure.
 
 `AlertMemory.apply` reads this chart's earlier cards (same keyed patient hash, issuer and tenant) with
-one indexed query (`Store.recall`) in a worker thread, then applies `apply_memory`. Nothing is kept in
+one indexed query (`Store.recall`: on the event loop for SQLite, in a worker thread with a time budget
+for PostgreSQL), then applies `apply_memory`. Nothing is kept in
 the process between calls: every worker and replica reads the same database, so they remember alike.
 
 A slow, failing or unreachable database never costs a card: after `budget_s` (or on any error) the call
@@ -20,7 +21,15 @@ from datetime import datetime, timedelta
 import anyio
 import anyio.to_thread
 
-from cds_service.memory.apply import DEMOTED, OMITTED, MemoryOutcome, apply_memory, fingerprint_in, rule_of
+from cds_service.memory.apply import (
+    DEMOTED,
+    OMITTED,
+    PATIENT_VIEW,
+    MemoryOutcome,
+    apply_memory,
+    fingerprint_in,
+    rule_of,
+)
 from cds_service.memory.policy import MemoryPolicy
 from cds_service.metrics import Metrics
 from cds_service.models import Card
@@ -90,7 +99,7 @@ class AlertMemory:
         }
         if not current:
             return MemoryOutcome(cards=cards)  # nothing memory could change: no query
-        recalled = await self._recall(patient_hash, issuer, tenant, current, now)
+        recalled = await self._recall(patient_hash, issuer, tenant, current, now, hook == PATIENT_VIEW)
         if recalled is None:
             return MemoryOutcome(cards=cards)
         try:
@@ -103,22 +112,31 @@ class AlertMemory:
         return outcome
 
     async def _recall(
-        self, patient_hash: str, issuer: str, tenant: str, current: dict[str, str], now: datetime
+        self,
+        patient_hash: str,
+        issuer: str,
+        tenant: str,
+        current: dict[str, str],
+        now: datetime,
+        repeats: bool,
     ) -> list[RecalledCard] | None:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_LOOKUPS)
         since = now - timedelta(days=self.policy.lookback_days)
-        repeat_since = now - timedelta(hours=self.policy.repeat_memory_hours)
+        # Only a chart opening (patient-view) can be a repeat; other hooks read feedback alone.
+        repeat_since = now - timedelta(hours=self.policy.repeat_memory_hours) if repeats else None
         lookup = functools.partial(
             self.store.recall, patient_hash, issuer, tenant, current, since, repeat_since
         )
         try:
+            if self.store.reads_inline:  # SQLite: cheaper than a thread hop, and fails fast (Store._read)
+                found = lookup()
+                self._recovered()
+                return found
             with anyio.move_on_after(self.budget_s):
                 # abandon_on_cancel: past the budget the response goes on; the thread finishes on its own.
                 found = await anyio.to_thread.run_sync(lookup, abandon_on_cancel=True, limiter=self._limiter)
-                if self._failing:
-                    log.warning("alert memory answers again")
-                    self._failing = False
+                self._recovered()
                 return found
         except StoreUnavailable as exc:
             self._report("unavailable", str(exc))
@@ -129,6 +147,11 @@ class AlertMemory:
             return None
         self._report("timeout", f"no answer within {self.budget_s * 1000:.0f} ms")
         return None
+
+    def _recovered(self) -> None:
+        if self._failing:
+            log.warning("alert memory answers again")
+            self._failing = False
 
     def _report(self, reason: str, detail: str) -> None:
         self.metrics.memory_lookup_failures_total.labels(reason=reason).inc()

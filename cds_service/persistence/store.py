@@ -59,6 +59,9 @@ SPARING_ACTIONS = frozenset({"demoted", "suggestion-withheld", OMITTED})
 _PG_CONNECT_TIMEOUT_S = 5
 _PG_STATEMENT_TIMEOUT_MS = 10_000
 _SQLITE_BUSY_TIMEOUT_MS = 5_000
+_SQLITE_READ_BUSY_TIMEOUT_MS = 50
+#: A `repeat_since` no card can be shown after (repeat memory not asked for).
+_NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 # Alert memory reads on the response path: better no memory than a slow answer (cds_service.memory).
 _PG_READ_CONNECT_TIMEOUT_S = 2
 _PG_READ_STATEMENT_TIMEOUT_MS = 300
@@ -278,14 +281,30 @@ class Store:
             )
         return self._read_engine
 
+    @property
+    def reads_inline(self) -> bool:
+        """True when a memory read may run on the event loop itself: SQLite, a local file read under a
+        millisecond, where a hop to a worker thread costs more than the read (and waits for the GIL while
+        the writer thread works). A PostgreSQL read crosses the network: it goes to a thread, with a budget.
+        """
+        return self._dialect == "sqlite"
+
     @contextmanager
     def _read(self, what: str) -> Iterator[Connection]:
         """A read-only transaction on the reader engine; database errors become StoreUnavailable."""
         try:
             with self._reader().connect() as conn:
                 conn.execution_options(va_cds_read_only=True)
-                with conn.begin():
-                    yield conn
+                if self._dialect == "sqlite":
+                    # WAL readers do not wait for writers; should the file be locked anyway (recovery),
+                    # give up fast rather than hold the event loop for the writers' 5 s.
+                    _sqlite_pragma(conn, f"busy_timeout={_SQLITE_READ_BUSY_TIMEOUT_MS}")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if self._dialect == "sqlite":
+                        _sqlite_pragma(conn, f"busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {_short(exc)}") from exc
 
@@ -517,7 +536,7 @@ class Store:
         tenant: str,
         current: Mapping[str, str],
         since: datetime,
-        repeat_since: datetime,
+        repeat_since: datetime | None,
     ) -> list[RecalledCard]:
         """What alert memory can use about this chart (patient, issuer, tenant), oldest first.
 
@@ -525,8 +544,9 @@ class Store:
         shown since `since` that carry that fingerprint and came after the rule's last card with another
         one (the run of unchanged evidence), each with its bound feedback (same service, issuer and tenant
         as the card: anything else is as if about an unknown card), and only if they got feedback or were
-        shown since `repeat_since` — nothing else can change a card. One statement on `ix_audit_memory`,
-        read-only, on the fail-fast reader (`_reader`). Raises StoreUnavailable.
+        shown as a warning since `repeat_since` (None: not asked, the call is not a patient-view) —
+        nothing else can change a card. One statement on `ix_audit_memory`, read-only, on the fail-fast
+        reader (`_reader`). Raises StoreUnavailable.
         """
         if not current:
             return []
@@ -535,7 +555,7 @@ class Store:
             "issuer": issuer,
             "tenant": tenant,
             "since": since,
-            "repeat_since": repeat_since,
+            "repeat_since": _NEVER if repeat_since is None else repeat_since,
             "rules": sorted(current),
             "fingerprints": sorted(set(current.values())),
         }
@@ -784,7 +804,10 @@ def _recall_statement() -> sa.Select[Any]:
             sa.or_(changed.c.last_change.is_(None), shown.c.audit_id > changed.c.last_change),
             sa.or_(
                 feedback.c.id.is_not(None),
-                shown.c.received_at >= sa.bindparam("repeat_since", type_=UTCDateTime()),
+                sa.and_(
+                    shown.c.indicator == "warning",
+                    shown.c.received_at >= sa.bindparam("repeat_since", type_=UTCDateTime()),
+                ),
             ),
         )
         .order_by(shown.c.audit_id, shown.c.position, feedback.c.id)
@@ -849,6 +872,16 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    # On the driver connection (autocommit, see _sqlite_on_connect): through SQLAlchemy it would begin
+    # a transaction of its own first.
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA {pragma}")
     finally:
         cursor.close()
 

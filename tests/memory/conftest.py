@@ -230,6 +230,7 @@ class MemoryClient:
         self.http = client
         self.clock = clock
         self.service_id = service_id
+        self.last_hook_instance = ""
 
     @property
     def state(self) -> Any:
@@ -242,6 +243,7 @@ class MemoryClient:
         r = self.http.post(f"/cds-services/{self.service_id}", json=body, headers=headers or {})
         assert r.status_code == 200, r.text
         self.wait_audited(body["hookInstance"])
+        self.last_hook_instance = str(body["hookInstance"])
         return list(r.json()["cards"])
 
     def wait_audited(self, hook_instance: str) -> None:

@@ -13,6 +13,7 @@ from tests.memory.conftest import (
     HASH_KEY,
     INR_HIGH,
     INR_ORDER,
+    START,
     Chart,
     Clock,
     MemoryClient,
@@ -250,18 +251,25 @@ def test_metrics_count_demoted_cards_and_withheld_suggestions_by_rule(mem: Memor
 def test_audit_rows_keep_fingerprint_and_what_memory_did(mem: MemoryClient) -> None:
     chart = Chart()
     first = by_rule(mem.call(chart))[ANTICOAG]
+    first_audit = mem.state.store.find_audit(mem.last_hook_instance)
     mem.feedback(first)
-    body_cards = mem.call(chart)
-    store = mem.state.store
-    rows = store.recall(
-        patient_hash(HASH_KEY.encode(), "p1"),
-        "",
-        "",
-        {ANTICOAG: first["extension"][FP]},
-        mem.clock.now.replace(year=2000),
-        mem.clock.now.replace(year=2000),
+    again = by_rule(mem.call(chart))[ANTICOAG]
+    again_audit = mem.state.store.find_audit(mem.last_hook_instance)
+    assert (
+        first_audit.cards[0]["fingerprint"] == again_audit.cards[0]["fingerprint"] == first["extension"][FP]
     )
-    assert [r.uuid for r in rows] == [first["uuid"], body_cards[0]["uuid"]]
-    assert [r.memory for r in rows] == [None, "demoted"]
-    assert [r.indicator for r in rows] == ["warning", "info"]
+    assert "memory" not in first_audit.cards[0]
+    assert (again_audit.cards[0]["memory"], again_audit.cards[0]["indicator"]) == ("demoted", "info")
+    assert len(again_audit.cards[0]["suggestion_keys"]) == 2
+
+    # The lookup itself: the overridden card, with its feedback, bound to this chart.
+    rows = mem.state.store.recall(
+        patient_hash(HASH_KEY.encode(), "p1"), "", "", {ANTICOAG: first["extension"][FP]}, START, None
+    )
+    assert [r.uuid for r in rows] == [first["uuid"]]
     assert rows[0].feedback[0].reason_code == "benefit-outweighs-risk"
+    assert again["uuid"] != first["uuid"]
+    other_chart = mem.state.store.recall(
+        patient_hash(HASH_KEY.encode(), "p2"), "", "", {ANTICOAG: first["extension"][FP]}, START, None
+    )
+    assert other_chart == []

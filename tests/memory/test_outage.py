@@ -4,6 +4,7 @@ exactly as the rules built them, and /metrics says why memory was skipped."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.memory.conftest import (
     make_app_client,
 )
 from tests.persistence.conftest import launch_or_skip
+from tests.pg_server import PostgresServer
 
 
 @pytest.mark.postgres
@@ -47,11 +49,14 @@ def test_a_database_outage_gives_full_cards_not_missing_ones(tmp_path: Path) -> 
         server.stop()
 
 
+@pytest.mark.postgres
 def test_a_slow_database_gives_full_cards_within_the_memory_budget(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_server: PostgresServer
 ) -> None:
+    # PostgreSQL: its lookups run in a worker thread under a time budget (SQLite's run inline, fail fast).
     clock = Clock()
-    with make_app_client(f"sqlite:///{tmp_path / 'db.sqlite'}", clock, tmp_path) as client:
+    db = pg_server.create_database(f"slow_{uuid.uuid4().hex[:12]}")
+    with make_app_client(db, clock, tmp_path) as client:
         mem = MemoryClient(client, clock)
         first = by_rule(mem.call(Chart()))[ANTICOAG]
         mem.feedback(first)
