@@ -273,3 +273,19 @@ def test_audit_rows_keep_fingerprint_and_what_memory_did(mem: MemoryClient) -> N
         patient_hash(HASH_KEY.encode(), "p2"), "", "", {ANTICOAG: first["extension"][FP]}, START, None
     )
     assert other_chart == []
+
+
+def test_cards_memory_changed_match_the_openapi_document(mem: MemoryClient) -> None:
+    from tests.core.test_openapi import component, errors
+
+    chart = Chart(labs=(inr(3.4),))
+    first = by_rule(mem.call(chart))
+    mem.feedback(first[INR_HIGH])
+    mem.feedback(first[ANTICOAG], "accepted", accepted=[first[ANTICOAG]["suggestions"][0]["uuid"]])
+    mem.feedback(first[ANTICOAG])
+    cards = mem.call(chart)
+    actions = {c["extension"]["org.va-cds.rule"]: c["extension"][MEMORY]["actions"] for c in cards}
+    assert actions == {ANTICOAG: ["demoted", "suggestion-withheld"], INR_HIGH: ["noted"]}
+    card_schema = component("Card")
+    for card in [*first.values(), *cards]:
+        assert errors(card_schema, card) == []
