@@ -39,7 +39,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     app = create_app(Settings(auth_mode="off", database_url=f"sqlite:///{tmp}/a.db", log_level="WARNING"))
     state = app.state.va
-    svc = state.services["va-preprocedure"]
+    svc = state.services["va-preprocedure-order-sign"]
     record = json.loads(next(SYNTHEA.glob("Cruz_Halvorson_*.json")).read_text())
     res = [e["resource"] for e in record["entry"]]
     patient = next(r for r in res if r["resourceType"] == "Patient")
@@ -72,7 +72,7 @@ def main() -> None:
         out = []
         for _ in range(n):
             t = time.perf_counter()
-            r = await client.post("/cds-services/va-preprocedure", json=body())
+            r = await client.post("/cds-services/va-preprocedure-order-sign", json=body())
             out.append((time.perf_counter() - t) * 1000)
             assert r.status_code == 200, r.text
         return out

@@ -1,6 +1,6 @@
 """Benchmark inputs: Synthea records turned into order-sign requests the way an EHR would send them.
 
-The `va-preprocedure` service declares its prefetch keys; each key is answered with one searchset Bundle.
+The `va-preprocedure-order-sign` service declares its prefetch keys; each key gets one searchset Bundle.
 Resources are routed to keys by resourceType, and Observations by LOINC code when a key lists it, else
 by category (vital-signs vs laboratory) — i.e. an EHR that does not apply the code filters, the heavy
 case in which the service itself has to ignore what it does not need. Billing resources (Claim,
@@ -24,7 +24,7 @@ import orjson
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "synthea"
 HEAVY_PATTERN = "Wendell_Lesch_*.json"
-SERVICE_ID = "va-preprocedure"
+SERVICE_ID = "va-preprocedure-order-sign"
 BILLING = frozenset({"Claim", "ExplanationOfBenefit"})
 CPT = "http://www.ama-assn.org/go/cpt"
 LOINC = "http://loinc.org"

@@ -72,7 +72,9 @@ def naive(body: bytes, count: NaiveCount | None = None) -> NaiveCount:
 class VaCds:
     """va-cds' per-call work with everything built once, as `create_app` does."""
 
-    def __init__(self, service_id: str = "va-preprocedure", limits: FetchLimits | None = None) -> None:
+    def __init__(
+        self, service_id: str = "va-preprocedure-order-sign", limits: FetchLimits | None = None
+    ) -> None:
         self.policy = load_policy()
         self.library = load_library()
         services = {s.id: s for s in build_services(self.policy)}

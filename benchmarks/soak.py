@@ -212,8 +212,8 @@ def _feedback(card: str, accepted: bool) -> bytes:
 def _mix() -> list[tuple[int, Callable[[int, random.Random], Req]]]:
     now = datetime.now(UTC)
     pre, post, dis = (
-        "/cds-services/va-preprocedure",
-        "/cds-services/va-postprocedure",
+        "/cds-services/va-preprocedure-order-sign",
+        "/cds-services/va-postprocedure-patient-view",
         "/cds-services/va-discharge",
     )
 

@@ -166,18 +166,18 @@ class Caller:
 
 def _descriptors(services: dict[str, ServiceDefinition]) -> list[ServiceDescriptor]:
     out = []
+    # One entry per id (catalog V2.1): the sandbox and many EHRs keep one hook per service URL.
     for svc in services.values():
-        for hook in svc.hooks:  # the same id once per hook (spec item 36)
-            out.append(
-                ServiceDescriptor(
-                    hook=hook,
-                    id=svc.id,
-                    title=svc.title,
-                    description=svc.description,
-                    prefetch=dict(svc.prefetch) or None,
-                    usageRequirements=svc.usage_requirements or None,
-                )
+        out.append(
+            ServiceDescriptor(
+                hook=svc.hook,
+                id=svc.id,
+                title=svc.title,
+                description=svc.description,
+                prefetch=dict(svc.prefetch) or None,
+                usageRequirements=svc.usage_requirements or None,
             )
+        )
     return out
 
 
@@ -200,7 +200,7 @@ def create_app(
     services = build_services(policy) if services is None else services
     for svc in services:
         for template in svc.prefetch.values():
-            check_template(template, svc.hooks)
+            check_template(template, (svc.hook,))
     store = Store(settings.database_url)
     try:
         store.upgrade()  # migrations on start-up; `va-cds db upgrade` does the same by hand
@@ -321,9 +321,9 @@ def create_app(
             req = HookRequest.model_validate(raw)
         except ValidationError as exc:
             raise ClientError(400, f"invalid CDS Hooks request: {_pretty_errors(exc)}") from None
-        if req.hook not in svc.hooks:
+        if req.hook != svc.hook:
             raise ClientError(
-                400, f"service '{svc.id}' does not answer hook '{req.hook}' (it answers {list(svc.hooks)})"
+                400, f"service '{svc.id}' does not answer hook '{req.hook}' (it answers '{svc.hook}')"
             )
         problems = context_problems(req.hook, req.context)
         if problems:
@@ -422,6 +422,9 @@ def _include_docs(app: FastAPI, state: State) -> None:
     from cds_service.docs_pages import docs_router
 
     app.include_router(docs_router(state))
+    from cds_service.smart.routes import smart_router  # issue 20: the checklist as a SMART app
+
+    app.include_router(smart_router(state))
 
 
 def _readiness(state: State) -> dict[str, bool]:

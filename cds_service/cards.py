@@ -55,10 +55,15 @@ def build_card(spec: CardSpec, base_url: str) -> Card:
         "org.va-cds.rule": spec.rule_id,
         "org.va-cds.citation": spec.citation,
     }
-    if spec.evidence:
-        extension["org.va-cds.evidence"] = [
-            {"reference": e.reference, "summary": e.summary} for e in spec.evidence
-        ]
+    # Every finding the card carries, its own first (V2.2); each evidence entry names the finding it supports.
+    extension["org.va-cds.findings"] = [spec.rule_id, *(f.rule_id for f in spec.folded)]
+    evidence = [{"reference": e.reference, "summary": e.summary, "rule": spec.rule_id} for e in spec.evidence]
+    for folded in spec.folded:
+        evidence.extend(
+            {"reference": e.reference, "summary": e.summary, "rule": folded.rule_id} for e in folded.evidence
+        )
+    if evidence:
+        extension["org.va-cds.evidence"] = evidence
     if spec.policy_used:
         extension["org.va-cds.policy"] = dict(spec.policy_used)
     detail = spec.detail.strip()

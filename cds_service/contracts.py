@@ -52,8 +52,39 @@ DEFAULT_OVERRIDE_REASONS: tuple[OverrideReasonSpec, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class Finding:
+    """What one rule concluded (catalog v2, V2.2): a rule returns a Finding, never a card.
+
+    A family's presentation step decides whether a finding stands alone as a card (`CardSpec.from_finding`)
+    or folds into another card (`CardSpec.folded`) or into the checklist. `indicator` is the loudness the rule
+    proposes; presentation may lower it. `line` is how the finding reads as one item of another card.
+    """
+
+    rule_id: str
+    indicator: Indicator
+    summary: str  # problem and action, < 140 characters
+    detail: str  # short Markdown; record text through `md_escape`
+    citation: str
+    evidence: tuple[Evidence, ...] = ()
+    policy_used: Mapping[str, Any] = field(default_factory=dict)
+    suggestions: tuple[SuggestionSpec, ...] = ()
+    override_reasons: tuple[OverrideReasonSpec, ...] | None = None
+    links: tuple[LinkSpec, ...] = ()
+    line: str = ""  # one line when folded into another card ("" → the summary)
+
+    def __post_init__(self) -> None:
+        # An off-catalog card must be impossible to build: no rule id or citation, no finding.
+        if not self.rule_id or not self.citation:
+            raise ValueError("a finding needs a rule id and a citation")
+
+
+@dataclass(frozen=True, slots=True)
 class CardSpec:
-    """What a rule decides. The core adds uuids, source, extensions and validates the result."""
+    """What a rule decides. The core adds uuids, source, extensions and validates the result.
+
+    `folded` are the findings this card carries besides its own (V2.2): the core lists their rule ids in
+    `org.va-cds.findings` after the card's own id and tags each evidence entry with the finding it supports.
+    """
 
     rule_id: str
     indicator: Indicator
@@ -66,6 +97,37 @@ class CardSpec:
     selection_behavior: Literal["any", "at-most-one"] = "any"
     override_reasons: tuple[OverrideReasonSpec, ...] | None = None  # None → defaults on warning/critical
     links: tuple[LinkSpec, ...] = ()
+    folded: tuple[Finding, ...] = ()
+
+    @classmethod
+    def from_finding(
+        cls,
+        finding: Finding,
+        *,
+        folded: tuple[Finding, ...] = (),
+        indicator: Indicator | None = None,
+        summary: str | None = None,
+        detail: str | None = None,
+        suggestions: tuple[SuggestionSpec, ...] | None = None,
+    ) -> CardSpec:
+        """The card for one finding, carrying the findings folded into it (their lines end the detail)."""
+        body = finding.detail if detail is None else detail
+        lines = [f"- {f.line or f.summary}" for f in folded]
+        if lines:
+            body = f"{body}\n\n**Also:**\n" + "\n".join(lines) if body else "\n".join(lines)
+        return cls(
+            rule_id=finding.rule_id,
+            indicator=finding.indicator if indicator is None else indicator,
+            summary=finding.summary if summary is None else summary,
+            detail=body,
+            citation=finding.citation,
+            evidence=finding.evidence,
+            policy_used=finding.policy_used,
+            suggestions=finding.suggestions if suggestions is None else suggestions,
+            override_reasons=finding.override_reasons,
+            links=finding.links,
+            folded=folded,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +170,10 @@ QuickScope = Callable[[str, Mapping[str, Any]], bool | None]
 
 @dataclass(frozen=True, slots=True)
 class ServiceDefinition:
+    """One CDS service: one id, one hook (catalog V2.1 — EHRs and the sandbox keep one hook per URL)."""
+
     id: str
-    hooks: tuple[str, ...]
+    hook: str
     title: str
     description: str
     prefetch: Mapping[str, str]

@@ -219,10 +219,19 @@ def docs_router(state: State) -> APIRouter:
 
     @router.get("/docs/rules")
     async def rules_index(request: Request) -> Response:
+        # Services of one family share their rules (one id per hook, V2.1): list the rules once per family.
+        families: dict[int, list[ServiceDefinition]] = {}
+        for svc in state.services.values():
+            if svc.rules:
+                families.setdefault(id(svc.rules), []).append(svc)
         groups = [
-            {"service": svc, "rules": [catalog[d.rule_id].doc for d in svc.rules]}
-            for svc in state.services.values()
-            if svc.rules
+            {
+                "id": members[0].id,
+                "title": members[0].title.split(" (")[0],
+                "services": members,
+                "rules": [catalog[d.rule_id].doc for d in members[0].rules],
+            }
+            for members in families.values()
         ]
         return _render("rules_index.html", base=state.base_url(request), groups=groups)
 
@@ -244,7 +253,7 @@ def docs_router(state: State) -> APIRouter:
             base=state.base_url(request),
             doc=entry.doc,
             services=entry.services,
-            hooks=entry.doc.hooks or tuple(h for s in entry.services for h in s.hooks),
+            hooks=entry.doc.hooks or tuple(dict.fromkeys(s.hook for s in entry.services)),
             policy_rows=rows,
             holds=_hold_rows(state.policy) if holds else [],
             holds_source=state.policy.holds_source,

@@ -122,7 +122,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         print(f"not a valid CDS Hooks request: {exc}", file=sys.stderr)
         return 2
-    chosen = [s for s in services if req.hook in s.hooks and (args.service in (None, s.id))]
+    chosen = [s for s in services if req.hook == s.hook and (args.service in (None, s.id))]
     if not chosen:
         print(f"no service answers hook {req.hook!r}", file=sys.stderr)
         return 2

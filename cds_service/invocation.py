@@ -49,8 +49,9 @@ def draft_order_resources(context: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _internal_error_card() -> CardSpec:
+    # Last resort: families isolate each rule (V2.9), so this fires only when the service itself failed.
     return CardSpec(
-        rule_id="sys.data-unavailable",
+        rule_id="sys.check-failed",
         indicator="warning",
         summary="va-cds could not complete its safety checks for this patient",
         detail=(
@@ -58,7 +59,7 @@ def _internal_error_card() -> CardSpec:
             "other warnings is not an all-clear.** Review the chart manually; the error was logged for the "
             "va-cds team."
         ),
-        citation="va-cds rule catalog, system rule sys.data-unavailable",
+        citation="va-cds rule catalog V2.9, system rule sys.check-failed",
     )
 
 

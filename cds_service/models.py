@@ -187,6 +187,14 @@ class Card(WireModel):
         citation = ext.get("org.va-cds.citation")
         if citation is not None and (not isinstance(citation, str) or not citation.strip()):
             raise ValueError("org.va-cds.citation must be non-empty text")
+        findings = ext.get("org.va-cds.findings")
+        if findings is not None and (
+            not isinstance(findings, list)
+            or not findings
+            or not all(isinstance(f, str) and _RULE_ID.match(f) for f in findings)
+            or (rule is not None and findings[0] != rule)
+        ):
+            raise ValueError("org.va-cds.findings must list rule ids, the card's own first")
         evidence = ext.get("org.va-cds.evidence")
         if evidence is not None:
             if not isinstance(evidence, list) or not evidence:

@@ -51,11 +51,25 @@ class Settings(BaseSettings):
         description="Secret for the keyed hash of patient ids in audit/logs (random per start if unset)",
     )
     checklist_ttl_s: int = Field(default=8 * 3600, ge=60, description="Lifetime of checklist page links")
+    fhir_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="FHIR base URLs trusted when no trust file lists them (auth off), comma-separated",
+    )
+    # SMART App Launch (issue 20): the checklist as a SMART app; off unless a client id is set.
+    smart_client_id: str | None = Field(default=None, description="OAuth client id registered with the EHR")
+    smart_client_secret: str | None = Field(
+        default=None, description="Client secret (confidential client); unset = public client with PKCE"
+    )
+    smart_launch_url: str | None = Field(
+        default=None, description="Launch URL put in smart links (default {public base}/smart/launch)"
+    )
+    smart_launch_ttl_s: int = Field(default=600, ge=30, description="Time to finish the EHR authorization")
+    smart_session_ttl_s: int = Field(default=3600, ge=60, description="Lifetime of a launched checklist")
     log_level: str = Field(default="INFO")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8080, ge=1, le=65535)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "fhir_servers", mode="before")
     @classmethod
     def _split_origins(cls, v: object) -> object:
         if isinstance(v, str):

@@ -54,6 +54,8 @@ class PatientFact:
     evidence: Evidence
     birth_date: datetime | None
     sex: Literal["male", "female", "other", "unknown"]
+    deceased: bool = False  # deceasedBoolean true, or a deceasedDateTime (V2.4: no cards)
+    deceased_on: datetime | None = None  # deceasedDateTime, for "the record says this patient died on …"
 
     def age_years(self, at: datetime) -> float | None:
         if self.birth_date is None:
@@ -74,6 +76,9 @@ class MedicationFact:
     draft: bool  # came from context.draftOrders
     authored: datetime | None  # authoredOn / effective / dateAsserted, whichever the resource has
     display: str  # what the record calls it, for the card
+    daily_dose: float | None = None  # from the dosage, `dose_unit` per day (LMWH prophylactic or not)
+    dose_unit: str | None = None  # "mg" or "[iU]"
+    dose_form_local: bool = False  # topical/ophthalmic/otic/nasal product: never an antithrombotic (V2.10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class Measurement:
     unit: str  # canonical unit of the kind
     time: datetime | None  # effective[x] (start of a period) or issued
     positive: bool | None = None  # blood culture: organism named / interpretation positive
+    status: str = "final"  # final/amended/corrected/preliminary (others are dropped at extraction, V2.4)
     unusable: str | None = None  # why the value cannot be used ("unknown unit 'mg'"); value is then None
 
 
@@ -100,6 +106,8 @@ class ConditionFact:
     abatement: datetime | None
     display: str
     followup_encounter: bool = False  # ICD-10-CM 7th character D/G/K/P/S: an old fracture, not a new one
+    recorded: datetime | None = None  # recordedDate, apart from onset (V2.12: used when onset is absent)
+    chronic: bool = False  # coded or worded as chronic, old, long-standing or a sequela (V2.5 neuro)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +151,7 @@ class OrderFact:
     level: str | None
     region: Literal["cervical", "thoracic", "lumbar", "sacral"] | None
     display: str
+    priority: str | None = None  # routine/urgent/asap/stat: an undated urgent VA order is imminent (V2.12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +174,7 @@ class EncounterFact:
     status: str
     start: datetime | None
     end: datetime | None
+    class_code: str | None = None  # v3 ActCode, e.g. IMP (inpatient), EMER (emergency), AMB
 
 
 @dataclass(slots=True)
@@ -183,6 +193,11 @@ class ClinicalFacts:
     imaging: list[ImagingFact] = field(default_factory=list)
     encounters: list[EncounterFact] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "Observation/9: unknown unit 'mg'"
+    # V2.4: medications whose medicationReference could not be resolved (never reassure: "could not be
+    # identified — review"), and resources left out because they name another patient or a future time.
+    unidentified_medications: list[Evidence] = field(default_factory=list)
+    wrong_patient: int = 0
+    future_dated: int = 0
 
     def measurements_of(
         self, kind: str, since: datetime | None = None, until: datetime | None = None

@@ -1,4 +1,4 @@
-"""The clinical CDS services of va-cds: one module per service (facts it needs, its rules, its cards)."""
+"""The clinical CDS services of va-cds: one package per family (facts it needs, rules, cards)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from hooks.policy import Policy
 
 def build_services(policy: Policy) -> list[ServiceDefinition]:
     """Every clinical service, configured with the institution's policy."""
-    from hooks import va_discharge, va_postprocedure, va_preprocedure
+    from hooks import preprocedure, va_discharge, va_postprocedure
 
-    return [va_preprocedure.service(policy), va_postprocedure.service(policy), va_discharge.service(policy)]
+    return [
+        *preprocedure.services(policy),
+        *va_postprocedure.services(policy),
+        *va_discharge.services(policy),
+    ]

@@ -400,28 +400,30 @@ RULE_DOCS: tuple[RuleDoc, ...] = (
 )
 
 
-def service(policy: Policy) -> ServiceDefinition:
-    """The `va-discharge` service definition bound to a loaded policy."""
+def services(policy: Policy) -> list[ServiceDefinition]:
+    """The `va-discharge` service (one hook) bound to a loaded policy."""
 
     def handler(inp: HookInput) -> list[CardSpec]:
         return handle(inp, policy)
 
-    return ServiceDefinition(
-        id=SERVICE_ID,
-        hooks=HOOKS,
-        title="Vertebral augmentation: discharge checklist",
-        description=(
-            "At discharge after a vertebral augmentation (in this encounter or within the last "
-            f"{policy.value('discharge_recent_va_days'):g} days): neurological exam documented, red flags, "
-            "procedure documentation, bone-health plan and follow-up timing."
-        ),
-        prefetch=PREFETCH,
-        usage_requirements=(
-            "Needs read access to the discharged Encounter and the patient's Procedure, Condition, "
-            "Observation, MedicationRequest, MedicationStatement, ServiceRequest and DiagnosticReport "
-            "resources. Returns no cards when no vertebral augmentation is in scope."
-        ),
-        checks_by_key=CHECKS_BY_KEY,
-        handler=handler,
-        rules=RULE_DOCS,
-    )
+    return [
+        ServiceDefinition(
+            id=SERVICE_ID,
+            hook="encounter-discharge",
+            title="Vertebral augmentation: discharge checklist",
+            description=(
+                "At discharge after a vertebral augmentation (in this encounter or within the last "
+                f"{policy.value('discharge_recent_va_days'):g} days): neurological exam documented, "
+                "red flags, procedure documentation, bone-health plan and follow-up timing."
+            ),
+            prefetch=PREFETCH,
+            usage_requirements=(
+                "Needs read access to the discharged Encounter and the patient's Procedure, Condition, "
+                "Observation, MedicationRequest, MedicationStatement, ServiceRequest and DiagnosticReport "
+                "resources. Returns no cards when no vertebral augmentation is in scope."
+            ),
+            checks_by_key=CHECKS_BY_KEY,
+            handler=handler,
+            rules=RULE_DOCS,
+        )
+    ]

@@ -39,7 +39,10 @@ from hooks.common import data_unavailable_card, fmt_date, order_suggestions
 from hooks.orders import bone_cement_allergy
 from hooks.policy import Policy
 
-SERVICE_ID = "va-postprocedure"
+SERVICE_IDS: dict[str, str] = {  # one id per hook (catalog V2.1)
+    "encounter-start": "va-postprocedure-encounter-start",
+    "patient-view": "va-postprocedure-patient-view",
+}
 HOOKS = ("encounter-start", "patient-view")
 
 PCE = "post.pce.suspected"
@@ -1392,29 +1395,35 @@ RULE_DOCS: tuple[RuleDoc, ...] = (
 )
 
 
-def service(policy: Policy) -> ServiceDefinition:
-    """The `va-postprocedure` service definition bound to a loaded policy."""
+USAGE_REQUIREMENTS = (
+    "Needs read access to the patient's Procedure, Condition, Observation (vital signs, labs, exam), "
+    "MedicationRequest, MedicationStatement, ServiceRequest, AllergyIntolerance and DiagnosticReport "
+    "resources. Returns no cards when no vertebral augmentation is on record within the look-back."
+)
+
+
+def services(policy: Policy) -> list[ServiceDefinition]:
+    """The post-procedure services (one per hook, catalog V2.1) bound to a loaded policy."""
 
     def handler(inp: HookInput) -> list[CardSpec]:
         return handle(inp, policy)
 
-    return ServiceDefinition(
-        id=SERVICE_ID,
-        hooks=HOOKS,
-        title="Vertebral augmentation: complication watch after the procedure",
-        description=(
-            "For patients with a vertebral augmentation (vertebroplasty/kyphoplasty) in the last "
-            f"{_num(policy.value('post_lookback_days'))} days: flags possible cement embolism, new "
-            "neurological deficit, infection, hemorrhage, pleural injury, increased pain, new fractures, "
-            "cement hypersensitivity and untreated osteoporosis, with the work-up one click away."
-        ),
-        prefetch=PREFETCH,
-        usage_requirements=(
-            "Needs read access to the patient's Procedure, Condition, Observation (vital signs, labs, exam), "
-            "MedicationRequest, MedicationStatement, ServiceRequest, AllergyIntolerance and DiagnosticReport "
-            "resources. Returns no cards when no vertebral augmentation is on record within the look-back."
-        ),
-        checks_by_key=CHECKS_BY_KEY,
-        handler=handler,
-        rules=RULE_DOCS,
-    )
+    return [
+        ServiceDefinition(
+            id=service_id,
+            hook=hook,
+            title="Vertebral augmentation: complication watch after the procedure",
+            description=(
+                "For patients with a vertebral augmentation (vertebroplasty/kyphoplasty) in the last "
+                f"{_num(policy.value('post_lookback_days'))} days: flags possible cement embolism, new "
+                "neurological deficit, infection, hemorrhage, pleural injury, increased pain, new fractures, "
+                "cement hypersensitivity and untreated osteoporosis, with the work-up one click away."
+            ),
+            prefetch=PREFETCH,
+            usage_requirements=USAGE_REQUIREMENTS,
+            checks_by_key=CHECKS_BY_KEY,
+            handler=handler,
+            rules=RULE_DOCS,
+        )
+        for hook, service_id in SERVICE_IDS.items()
+    ]

@@ -9,6 +9,8 @@ Trust file format::
         jwks_file: ehr-jwks.json                 # or `jwks: {keys: [...]}` inline; relative to this file
         algorithms: [ES384, RS384]               # default; ES256/RS256/ES512/RS512/PS* if listed
         tenant: hospital-a                       # optional: string or list; then the claim is required
+        fhir_servers:                            # optional: FHIR base URLs this EHR serves (https)
+          - https://ehr.example.org/fhir         # exact scheme/host/port/base-path match
 
 Each issuer needs at least one key source (`jku` or a static JWKS). Anything malformed raises
 `ValueError` naming the file, the issuer and the problem, so a typo fails at start-up rather than
@@ -17,6 +19,7 @@ silently trusting less (or more) than intended.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,12 +35,20 @@ from .keys import ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, JwkError, PublicJwk
 if TYPE_CHECKING:
     from cds_service.settings import Settings
 
-__all__ = ["SANDBOX_ISSUER", "SANDBOX_JKU", "IssuerTrust", "TrustConfig", "load_trust"]
+__all__ = [
+    "SANDBOX_ISSUER",
+    "SANDBOX_JKU",
+    "IssuerTrust",
+    "TrustConfig",
+    "is_loopback_url",
+    "load_trust",
+    "normalise_fhir_base",
+]
 
 SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 
-_ISSUER_KEYS = frozenset({"iss", "jku", "jwks", "jwks_file", "algorithms", "tenant"})
+_ISSUER_KEYS = frozenset({"iss", "jku", "jwks", "jwks_file", "algorithms", "tenant", "fhir_servers"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class IssuerTrust:
     static_keys: Mapping[str, PublicJwk] = field(default_factory=dict)
     algorithms: frozenset[str] = frozenset(DEFAULT_ALGORITHMS)
     tenants: frozenset[str] | None = None  # None: tenant not checked
+    fhir_servers: frozenset[str] = frozenset()  # normalised FHIR base URLs (see `normalise_fhir_base`)
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,11 @@ class TrustConfig:
     def issuer(self, iss: str) -> IssuerTrust | None:
         """The trust entry for `iss`, or None if it is not allowlisted."""
         return self.issuers.get(iss)
+
+    @property
+    def fhir_servers(self) -> frozenset[str]:
+        """Every FHIR base URL any trusted issuer lists, normalised."""
+        return frozenset(url for entry in self.issuers.values() for url in entry.fhir_servers)
 
     @property
     def is_empty(self) -> bool:
@@ -94,6 +111,58 @@ def _https_url(value: object) -> bool:
         return False
     parts = urlsplit(value)
     return parts.scheme == "https" and bool(parts.netloc) and not parts.username and not parts.password
+
+
+def normalise_fhir_base(url: str) -> str | None:
+    """`scheme://host[:port]/path` with scheme and host lower-cased, the default port and a trailing
+    slash dropped; None for anything that is not a plain http(s) base URL (credentials, query, fragment).
+
+    Two bases match only when these strings are equal: same scheme, host, port and base path.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != {"http": 80, "https": 443}[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_fhir_servers(raw: object, source: str, where: str) -> frozenset[str]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        raise _fail(source, where, "'fhir_servers' must be a URL or a list of URLs")
+    out: set[str] = set()
+    for url in items:
+        norm = normalise_fhir_base(url) if isinstance(url, str) else None
+        # https only (loopback excepted, for a FHIR server on this machine): an access token sent to a
+        # plain-http FHIR server elsewhere could be read on the path.
+        if norm is None or not (norm.startswith("https://") or is_loopback_url(norm)):
+            raise _fail(source, where, f"fhir_servers entry {url!r} is not an https base URL")
+        out.add(norm)
+    return frozenset(out)
 
 
 def _parse_issuer(
@@ -170,7 +239,16 @@ def _parse_issuer(
             raise _fail(source, where, "'tenant' must be a non-empty string or list of strings")
         tenants = frozenset(t_list)
 
-    return IssuerTrust(iss=iss, jku=jku, static_keys=static, algorithms=frozenset(algs_raw), tenants=tenants)
+    fhir_servers = _parse_fhir_servers(raw.get("fhir_servers", []), source, where)
+
+    return IssuerTrust(
+        iss=iss,
+        jku=jku,
+        static_keys=static,
+        algorithms=frozenset(algs_raw),
+        tenants=tenants,
+        fhir_servers=fhir_servers,
+    )
 
 
 def _parse_document(

@@ -28,8 +28,8 @@ from cds_service.checklist import token as tokens
 from cds_service.checklist.storage import Snapshot, SnapshotStore
 from cds_service.invocation import InvocationResult
 from cds_service.logs import patient_hash
-from cds_service.models import Link
 from cds_service.persistence import Store, StoreUnavailable
+from cds_service.smart.link import checklist_link
 from hooks.preprocedure import ChecklistItem, checklist_items
 
 if TYPE_CHECKING:
@@ -109,10 +109,8 @@ def attach_checklist_link(state: State, service_id: str, result: InvocationResul
         items=[_row(item) for item in checklist_items(inp, fired)],
     )
     token = tokens.issue(signing_key(state), sid, expires)
-    card.links = [
-        *(card.links or []),
-        Link(label=LINK_LABEL, url=f"{base_url.rstrip('/')}/checklist/{token}", type="absolute"),
-    ]
+    # SMART launch link when a SMART client is configured (issue 20), else the absolute page link.
+    card.links = [*(card.links or []), checklist_link(state.settings, base_url, token, LINK_LABEL)]
     try:
         future = state.writer.submit(SNAPSHOT_WRITES, snap)
     except RuntimeError:  # the writer is shut down: the app is stopping; the link will say "not found"

@@ -3,10 +3,10 @@
 Modules: `scope` (when the service applies; `quick_scope` on the raw context), `prefetch` (templates and
 the checks each key feeds), `renal` (creatinine clearance and hold periods), `rules` (one function per
 rule id), `checklist` (the master checklist, reusable by the checklist page), `docs` (RuleDocs),
-`service` (the ServiceDefinition and handler).
+`service` (the ServiceDefinitions, one per hook, and the handler).
 """
 
 from hooks.preprocedure.checklist import ChecklistItem, checklist_items
-from hooks.preprocedure.service import SERVICE_ID, service
+from hooks.preprocedure.service import SERVICE_IDS, services
 
-__all__ = ["SERVICE_ID", "ChecklistItem", "checklist_items", "service"]
+__all__ = ["SERVICE_IDS", "ChecklistItem", "checklist_items", "services"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cds_service.contracts import RuleDoc
-from hooks.common import DATA_UNAVAILABLE
+from hooks.common import CHECK_FAILED_DOC, DATA_UNAVAILABLE
 from hooks.preprocedure import rules as r
 
 ALL_HOOKS = ("order-select", "order-sign", "patient-view")
@@ -266,4 +266,5 @@ RULE_DOCS: tuple[RuleDoc, ...] = (
         (),
         ALL_HOOKS,
     ),
+    CHECK_FAILED_DOC,
 )

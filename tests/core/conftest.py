@@ -40,7 +40,7 @@ def _handler(inp: HookInput) -> list[CardSpec]:
 
 TEST_SERVICE = ServiceDefinition(
     id="test-service",
-    hooks=("order-sign", "patient-view"),
+    hook="order-sign",
     title="Test service",
     description="A service that exists only in the core's tests.",
     prefetch={

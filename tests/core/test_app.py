@@ -21,14 +21,11 @@ def rules(response: httpx.Response) -> list[str]:
     return [c["extension"]["org.va-cds.rule"] for c in response.json()["cards"]]
 
 
-def test_discovery_lists_each_service_once_per_hook(client: TestClient) -> None:
+def test_discovery_lists_each_service_once_with_its_one_hook(client: TestClient) -> None:
     r = client.get("/cds-services")
     assert r.status_code == 200
     services = r.json()["services"]
-    assert [(s["id"], s["hook"]) for s in services] == [
-        ("test-service", "order-sign"),
-        ("test-service", "patient-view"),
-    ]
+    assert [(s["id"], s["hook"]) for s in services] == [("test-service", "order-sign")]
     assert services[0]["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert services[0]["usageRequirements"]
 

@@ -34,7 +34,8 @@ def test_evaluate_bundle_with_a_va_draft_order_shows_the_warfarin_cards(
 def test_evaluate_bundle_without_a_va_order_gives_no_cards(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(LUIGI), "--now", "2020-06-01"]) == 0
     out = capsys.readouterr().out
-    assert "va-preprocedure (patient-view)" in out and "va-postprocedure (patient-view)" in out
+    assert "va-preprocedure-patient-view (patient-view)" in out
+    assert "va-postprocedure-patient-view (patient-view)" in out
     assert "[" not in out.replace("== ", "")  # no "[WARNING]"-style card lines
     assert out.count("(no cards)") == 2
 

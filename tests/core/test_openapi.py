@@ -204,6 +204,7 @@ GOOD_CARD: dict[str, Any] = {
     ],
     "extension": {
         "org.va-cds.rule": "pre.coag.labs-missing",
+        "org.va-cds.findings": ["pre.coag.labs-missing"],
         "org.va-cds.citation": "Chapter §2.1; refs [6-9]",
         "org.va-cds.evidence": [{"reference": "Observation/123", "summary": "INR 2.4 on 2026-11-19"}],
         "org.va-cds.policy": {"coag_window_days": 30},
@@ -643,8 +644,10 @@ def test_documentation_pages_match_the_document(client: Any) -> None:
 
 
 def test_checklist_link_from_a_card_matches_the_document(client: Any) -> None:
-    keys = _prefetch_keys(_discovery(client), "va-preprocedure", "order-sign")
-    cards = client.post("/cds-services/va-preprocedure", json=order_sign_request(keys)).json()["cards"]
+    keys = _prefetch_keys(_discovery(client), "va-preprocedure-order-sign", "order-sign")
+    cards = client.post("/cds-services/va-preprocedure-order-sign", json=order_sign_request(keys)).json()[
+        "cards"
+    ]
     [checklist] = [c for c in cards if c["extension"]["org.va-cds.rule"] == "pre.checklist"]
     url = next(link["url"] for link in checklist["links"] if "/checklist/" in link["url"])
     token = url.rsplit("/checklist/", 1)[1].split("?")[0]
@@ -674,8 +677,8 @@ def _prefetch_keys(discovery: dict[str, Any], service: str, hook: str) -> list[s
 def test_discovery_and_a_real_hook_call_match_the_document(client: Any) -> None:
     discovery = _discovery(client)
     assert discovery["services"], "no clinical service registered"
-    keys = _prefetch_keys(discovery, "va-preprocedure", "order-sign")
-    response = client.post("/cds-services/va-preprocedure", json=order_sign_request(keys))
+    keys = _prefetch_keys(discovery, "va-preprocedure-order-sign", "order-sign")
+    response = client.post("/cds-services/va-preprocedure-order-sign", json=order_sign_request(keys))
     body = assert_documented(response, "/cds-services/{service_id}", "post")
     assert response.status_code == 200
     assert body["cards"], "a VA order with no labs on file should raise cards"
@@ -711,14 +714,14 @@ def test_every_discovered_service_and_hook_answers_per_the_document(client: Any)
 
 
 def test_data_unavailable_card_matches_the_document(client: Any) -> None:
-    keys = _prefetch_keys(_discovery(client), "va-preprocedure", "order-sign")
+    keys = _prefetch_keys(_discovery(client), "va-preprocedure-order-sign", "order-sign")
     request = order_sign_request(keys)
     failed = next(k for k in keys if k != "patient")
     request["prefetch"][failed] = {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "forbidden"}],
     }
-    response = client.post("/cds-services/va-preprocedure", json=request)
+    response = client.post("/cds-services/va-preprocedure-order-sign", json=request)
     body = assert_documented(response, "/cds-services/{service_id}", "post")
     rules = [c["extension"]["org.va-cds.rule"] for c in body["cards"]]
     assert "sys.data-unavailable" in rules
@@ -731,7 +734,7 @@ def test_cors_preflight_is_answered_without_a_token_as_the_document_says(make_ap
     origin = "http://127.0.0.1:8080"
     with TestClient(make_app(auth_mode="required", trust_preset="sandbox", cors_origins=[origin])) as c:
         response = c.options(
-            "/cds-services/va-preprocedure/feedback",
+            "/cds-services/va-preprocedure-order-sign/feedback",
             headers={
                 "Origin": origin,
                 "Access-Control-Request-Method": "POST",
@@ -747,8 +750,10 @@ def test_cors_preflight_is_answered_without_a_token_as_the_document_says(make_ap
 
 def test_feedback_response_matches_the_document(client: Any) -> None:
     discovery = _discovery(client)
-    keys = _prefetch_keys(discovery, "va-preprocedure", "order-sign")
-    cards = client.post("/cds-services/va-preprocedure", json=order_sign_request(keys)).json()["cards"]
+    keys = _prefetch_keys(discovery, "va-preprocedure-order-sign", "order-sign")
+    cards = client.post("/cds-services/va-preprocedure-order-sign", json=order_sign_request(keys)).json()[
+        "cards"
+    ]
     card = next(c for c in cards if "suggestions" in c)
     feedback = {
         "feedback": [
@@ -763,10 +768,10 @@ def test_feedback_response_matches_the_document(client: Any) -> None:
     assert errors(_feedback_request_validator(), feedback) == []
     path = "/cds-services/{service_id}/feedback"
     first = assert_documented(
-        client.post("/cds-services/va-preprocedure/feedback", json=feedback), path, "post"
+        client.post("/cds-services/va-preprocedure-order-sign/feedback", json=feedback), path, "post"
     )
     again = assert_documented(
-        client.post("/cds-services/va-preprocedure/feedback", json=feedback), path, "post"
+        client.post("/cds-services/va-preprocedure-order-sign/feedback", json=feedback), path, "post"
     )
     assert first == {"received": 1, "stored": 1}
     assert again == {"received": 1, "stored": 0}  # idempotent resend
@@ -786,15 +791,26 @@ def _error_cases() -> list[Any]:
         pytest.param(
             "/cds-services/no-such-service/feedback", feedback, "{}", JSON, 404, id="feedback-unknown-service"
         ),
-        pytest.param("/cds-services/va-preprocedure", hook, "{not json", JSON, 400, id="hook-malformed-json"),
-        pytest.param("/cds-services/va-preprocedure", hook, "", JSON, 400, id="hook-empty-body"),
-        pytest.param("/cds-services/va-preprocedure", hook, "[]", JSON, 400, id="hook-body-not-object"),
         pytest.param(
-            "/cds-services/va-preprocedure", hook, no_instance, JSON, 400, id="hook-no-hookInstance"
+            "/cds-services/va-preprocedure-order-sign", hook, "{not json", JSON, 400, id="hook-malformed-json"
         ),
-        pytest.param("/cds-services/va-preprocedure", hook, wrong_hook, JSON, 400, id="hook-wrong-hook"),
+        pytest.param("/cds-services/va-preprocedure-order-sign", hook, "", JSON, 400, id="hook-empty-body"),
         pytest.param(
-            "/cds-services/va-preprocedure",
+            "/cds-services/va-preprocedure-order-sign", hook, "[]", JSON, 400, id="hook-body-not-object"
+        ),
+        pytest.param(
+            "/cds-services/va-preprocedure-order-sign",
+            hook,
+            no_instance,
+            JSON,
+            400,
+            id="hook-no-hookInstance",
+        ),
+        pytest.param(
+            "/cds-services/va-preprocedure-order-sign", hook, wrong_hook, JSON, 400, id="hook-wrong-hook"
+        ),
+        pytest.param(
+            "/cds-services/va-preprocedure-order-sign",
             hook,
             good,
             {"content-type": "text/plain"},
@@ -802,7 +818,7 @@ def _error_cases() -> list[Any]:
             id="hook-text-plain",
         ),
         pytest.param(
-            "/cds-services/va-preprocedure/feedback",
+            "/cds-services/va-preprocedure-order-sign/feedback",
             feedback,
             '{"feedback": []}',
             JSON,
@@ -810,7 +826,7 @@ def _error_cases() -> list[Any]:
             id="feedback-empty-list",
         ),
         pytest.param(
-            "/cds-services/va-preprocedure/feedback",
+            "/cds-services/va-preprocedure-order-sign/feedback",
             feedback,
             '{"feedback": [{"card": "c1"}]}',
             {"content-type": "application/x-www-form-urlencoded"},
@@ -831,7 +847,7 @@ def test_error_bodies_match_the_document(
 
 
 def test_missing_prefetch_without_fhir_server_is_a_documented_412(client: Any) -> None:
-    response = client.post("/cds-services/va-preprocedure", json=order_sign_request(None))
+    response = client.post("/cds-services/va-preprocedure-order-sign", json=order_sign_request(None))
     assert response.status_code == 412
     outcome = assert_documented(response, "/cds-services/{service_id}", "post")
     assert "fhirServer" in outcome["issue"][0]["diagnostics"]
@@ -843,8 +859,8 @@ def test_oversized_bodies_are_a_documented_413(make_app: Any) -> None:
     big = json.dumps({**order_sign_request(["patient"]), "padding": "x" * 2000})
     with TestClient(make_app(max_body_bytes=1000)) as c:
         for url, path in (
-            ("/cds-services/va-preprocedure", "/cds-services/{service_id}"),
-            ("/cds-services/va-preprocedure/feedback", "/cds-services/{service_id}/feedback"),
+            ("/cds-services/va-preprocedure-order-sign", "/cds-services/{service_id}"),
+            ("/cds-services/va-preprocedure-order-sign/feedback", "/cds-services/{service_id}/feedback"),
         ):
             response = c.post(url, content=big.encode(), headers=JSON)
             assert response.status_code == 413
@@ -857,7 +873,7 @@ def test_auth_failures_are_documented_401s_and_open_routes_stay_open(make_app: A
     with TestClient(make_app(auth_mode="required", trust_preset="sandbox")) as c:
         for method, path in sorted(documented_routes()):
             url = path.format(
-                service_id="va-preprocedure", rule_id="pre.checklist", token="x", name="va-cds.css"
+                service_id="va-preprocedure-order-sign", rule_id="pre.checklist", token="x", name="va-cds.css"
             )
             if method == "POST":
                 response = c.post(url, json={}, headers={"Authorization": "Bearer not-a-jwt"})
@@ -878,7 +894,7 @@ def test_feedback_store_outage_is_a_documented_503(make_app: Any, tmp_path: Path
     app = make_app(database_url=f"sqlite:///{tmp_path}/not-a-dir/t.db")
     body = {"feedback": [{"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T17:45:16Z"}]}
     with TestClient(app) as c:
-        response = c.post("/cds-services/va-preprocedure/feedback", json=body)
+        response = c.post("/cds-services/va-preprocedure-order-sign/feedback", json=body)
         assert response.status_code == 503
         assert_documented(response, "/cds-services/{service_id}/feedback", "post")
         ready = c.get("/ready")
@@ -930,7 +946,9 @@ def test_schema_generated_requests_get_documented_answers(tmp_path: Path) -> Non
             @given(case=operation.as_strategy())
             def check(case: Any) -> None:
                 hook = case.body.get("hook") if isinstance(case.body, dict) else None
-                case.path_parameters = {"service_id": service_for_hook.get(hook, "va-preprocedure")}
+                case.path_parameters = {
+                    "service_id": service_for_hook.get(hook, "va-preprocedure-order-sign")
+                }
                 response = c.post(case.formatted_path, json=case.body)
                 case.validate_response(response, checks=checks)
 

@@ -22,9 +22,9 @@ from tests.core.conftest import NOW, make_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sandbox-requests"
 SERVICE_FOR_HOOK = {
-    "order-select": ["va-preprocedure"],
-    "order-sign": ["va-preprocedure"],
-    "patient-view": ["va-preprocedure", "va-postprocedure"],
+    "order-select": ["va-preprocedure-order-select"],
+    "order-sign": ["va-preprocedure-order-sign"],
+    "patient-view": ["va-preprocedure-patient-view", "va-postprocedure-patient-view"],
 }
 
 
@@ -66,7 +66,9 @@ def test_captured_sandbox_request_replays_cleanly(
         if request_doc["method"] == "GET":
             responses = [client.get("/cds-services", headers=headers)]
         elif name.startswith("feedback"):
-            responses = [client.post("/cds-services/va-preprocedure/feedback", json=body, headers=headers)]
+            responses = [
+                client.post("/cds-services/va-preprocedure-order-sign/feedback", json=body, headers=headers)
+            ]
         else:
             responses = [
                 client.post(f"/cds-services/{sid}", json=body, headers=headers)

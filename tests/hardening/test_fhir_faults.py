@@ -37,7 +37,7 @@ from tests.hardening.fault_server import HUGE_BYTES, FaultServer
 
 DEADLINE_S = 1.0
 MARGIN_S = 2.0  # TestClient, rules and a loaded 2-core CI runner; a hang would take hang_limit_s (30 s)
-URL = "/cds-services/va-preprocedure"
+URL = "/cds-services/va-preprocedure-order-sign"
 CONTEXT: dict[str, Any] = {
     "userId": "Practitioner/doc-1",
     "patientId": "p1",

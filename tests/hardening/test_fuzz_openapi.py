@@ -53,7 +53,15 @@ from cds_service.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = ROOT / "openapi.yaml"
 EXAMPLES = int(os.environ.get("VA_CDS_FUZZ_EXAMPLES", "25"))
-SERVICE_IDS = ["va-preprocedure", "va-postprocedure", "va-discharge", "no-such-service"]
+SERVICE_IDS = [
+    "va-preprocedure-order-sign",
+    "va-preprocedure-order-select",
+    "va-preprocedure-patient-view",
+    "va-postprocedure-encounter-start",
+    "va-postprocedure-patient-view",
+    "va-discharge",
+    "no-such-service",
+]
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
 # Why an operation does not get every check (nothing else is adjusted):

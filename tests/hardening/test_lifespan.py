@@ -30,7 +30,7 @@ def test_hook_calls_survive_a_second_lifespan(tmp_path: Path) -> None:
     settings = Settings(auth_mode="off", database_url=f"sqlite:///{tmp_path}/l.db", log_level="WARNING")  # type: ignore[call-arg]
     app = create_app(settings)
     with TestClient(app) as first:
-        assert first.post("/cds-services/va-preprocedure", json=_body()).status_code == 200
+        assert first.post("/cds-services/va-preprocedure-order-sign", json=_body()).status_code == 200
     with TestClient(app, raise_server_exceptions=False) as second:
-        resp = second.post("/cds-services/va-preprocedure", json=_body())
+        resp = second.post("/cds-services/va-preprocedure-order-sign", json=_body())
         assert resp.status_code == 200, resp.text

@@ -68,7 +68,7 @@ FHIR_BASE = "http://fhir.property.test/fhir"  # only ever answered by httpx.Mock
 INTERNAL_ERROR_SUMMARY = "va-cds could not complete its safety checks for this patient"
 
 SERVICES = {s.id: s for s in build_services(load_policy())}
-HOOK_CALLS = [(svc.id, hook) for svc in SERVICES.values() for hook in svc.hooks]
+HOOK_CALLS = [(svc.id, svc.hook) for svc in SERVICES.values()]
 
 _DOC = yaml.safe_load((ROOT / "openapi.yaml").read_text(encoding="utf-8"))
 _REGISTRY: Registry = Registry().with_resource(

@@ -119,7 +119,7 @@ def test_sigterm_lets_in_flight_requests_finish(
 
     def post_feedback(card: str) -> httpx.Response:
         return httpx.post(
-            f"{base}/cds-services/va-preprocedure/feedback",
+            f"{base}/cds-services/va-preprocedure-order-sign/feedback",
             content=slow_upload(card),
             headers={"Content-Type": "application/json"},
             timeout=30,
@@ -129,7 +129,9 @@ def test_sigterm_lets_in_flight_requests_finish(
         fhir_base = fhir.plan("slow", delay_s=FHIR_DELAY_S)
 
         def post_hook() -> httpx.Response:
-            return httpx.post(f"{base}/cds-services/va-preprocedure", json=hook_call(fhir_base), timeout=30)
+            return httpx.post(
+                f"{base}/cds-services/va-preprocedure-order-sign", json=hook_call(fhir_base), timeout=30
+            )
 
         with ThreadPoolExecutor(max_workers=HOOK_CALLS + FEEDBACK_POSTS) as pool:
             hooks = [pool.submit(post_hook) for _ in range(HOOK_CALLS)]

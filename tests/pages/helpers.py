@@ -9,7 +9,7 @@ from typing import Any
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 PATIENT_ID = "p1"
 HOOK_INSTANCE = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
-SERVICE_URL = "/cds-services/va-preprocedure"
+SERVICE_URL = "/cds-services/va-preprocedure-order-sign"
 
 
 class Clock:
@@ -39,7 +39,7 @@ def va_draft_order() -> dict[str, Any]:
 def order_sign_request(discovery: dict[str, Any]) -> dict[str, Any]:
     """order-sign with a VA draft and every prefetch key of the service's discovery entry present
     (empty searchsets; the patient key a Patient)."""
-    entry = next(s for s in discovery["services"] if s["id"] == "va-preprocedure")
+    entry = next(s for s in discovery["services"] if s["id"] == "va-preprocedure-order-sign")
     prefetch: dict[str, Any] = {
         key: {"resourceType": "Bundle", "type": "searchset", "entry": []} for key in entry["prefetch"]
     }

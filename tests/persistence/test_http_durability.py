@@ -83,7 +83,7 @@ def test_acknowledged_feedback_survives_sigkill_of_the_server(server, db_url: st
     base, proc = server
     card = str(uuid.uuid4())
     body = {"feedback": [{"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
-    r = httpx.post(f"{base}/cds-services/va-preprocedure/feedback", json=body, timeout=10)
+    r = httpx.post(f"{base}/cds-services/va-preprocedure-order-sign/feedback", json=body, timeout=10)
     assert r.status_code == 200
     proc.send_signal(signal.SIGKILL)  # right after the 200: no graceful shutdown, no chance to flush later
     proc.wait(timeout=10)
@@ -101,7 +101,7 @@ def test_hook_call_is_audited_after_the_response_and_metrics_move(server, db_url
     instance = str(uuid.uuid4())
     prefetch_keys = {}
     services = httpx.get(f"{base}/cds-services", timeout=5).json()["services"]
-    pre = next(s for s in services if s["id"] == "va-preprocedure" and s["hook"] == "order-sign")
+    pre = next(s for s in services if s["id"] == "va-preprocedure-order-sign" and s["hook"] == "order-sign")
     for key in pre["prefetch"]:
         prefetch_keys[key] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
     prefetch_keys["patient"] = {
@@ -111,7 +111,7 @@ def test_hook_call_is_audited_after_the_response_and_metrics_move(server, db_url
         "birthDate": "1948-02-03",
     }
     r = httpx.post(
-        f"{base}/cds-services/va-preprocedure",
+        f"{base}/cds-services/va-preprocedure-order-sign",
         json={**HOOK, "hookInstance": instance, "prefetch": prefetch_keys},
         timeout=20,
     )
@@ -132,6 +132,6 @@ def test_hook_call_is_audited_after_the_response_and_metrics_move(server, db_url
     assert {c["rule"] for c in record.cards} == rules
     assert record.patient_hash and record.patient_hash != "p1"
     after = httpx.get(f"{base}/metrics", timeout=5).text
-    line = 'va_cds_requests_total{hook="order-sign",service="va-preprocedure",status="200"} 1.0'
+    line = 'va_cds_requests_total{hook="order-sign",service="va-preprocedure-order-sign",status="200"} 1.0'
     assert line not in before and line in after
     assert 'va_cds_cards_total{indicator="info",rule="pre.checklist"}' in after

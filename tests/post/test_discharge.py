@@ -175,8 +175,8 @@ def test_discharge_cards_are_valid_and_short() -> None:
 
 
 def test_discharge_service_definition() -> None:
-    svc = dis.service(POLICY)
-    assert svc.id == "va-discharge" and svc.hooks == ("encounter-discharge",)
+    (svc,) = dis.services(POLICY)
+    assert svc.id == "va-discharge" and svc.hook == "encounter-discharge"
     assert {d.rule_id for d in svc.rules} == set(dis.DISCHARGE_RULE_IDS)
     assert svc.prefetch["encounter"] == "Encounter/{{context.encounterId}}"
     assert set(svc.checks_by_key) <= set(svc.prefetch)

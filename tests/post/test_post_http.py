@@ -25,7 +25,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("post-http") / "va-cds.db"
     settings = Settings(auth_mode="off", database_url=f"sqlite:///{db}")  # type: ignore[call-arg]
     policy = load_policy()
-    services = [va_postprocedure.service(policy), va_discharge.service(policy)]
+    services = [*va_postprocedure.services(policy), *va_discharge.services(policy)]
     with TestClient(create_app(settings, services=services, clock=lambda: NOW)) as c:
         yield c
 
@@ -129,8 +129,8 @@ def rules(response: Any) -> list[str]:
 
 def test_discovery_lists_the_post_and_discharge_services(client: TestClient) -> None:
     pairs = [(s["id"], s["hook"]) for s in client.get("/cds-services").json()["services"]]
-    assert ("va-postprocedure", "encounter-start") in pairs
-    assert ("va-postprocedure", "patient-view") in pairs
+    assert ("va-postprocedure-encounter-start", "encounter-start") in pairs
+    assert ("va-postprocedure-patient-view", "patient-view") in pairs
     assert ("va-discharge", "encounter-discharge") in pairs
 
 
@@ -141,7 +141,7 @@ def test_encounter_start_with_desaturation_after_the_va_gives_pce_card(client: T
         vitals=searchset(spo2(88, VA_AT + timedelta(hours=4))),
         medications=searchset(ALENDRONATE),
     )
-    r = client.post("/cds-services/va-postprocedure", json=body("encounter-start", pre))
+    r = client.post("/cds-services/va-postprocedure-encounter-start", json=body("encounter-start", pre))
     assert r.status_code == 200
     assert rules(r) == ["post.pce.suspected"]
     card = r.json()["cards"][0]
@@ -163,13 +163,15 @@ def test_same_desaturation_before_the_va_is_baseline(client: TestClient) -> None
         vitals=searchset(spo2(88, VA_AT - timedelta(days=1))),
         medications=searchset(ALENDRONATE),
     )
-    r = client.post("/cds-services/va-postprocedure", json=body("encounter-start", pre))
+    r = client.post("/cds-services/va-postprocedure-encounter-start", json=body("encounter-start", pre))
     assert rules(r) == ["post.followup"]
 
 
 def test_patient_view_without_therapy_gives_bone_health_card(client: TestClient) -> None:
     pre = prefetch("va-postprocedure", procedures=searchset(va_procedure()))
-    r = client.post("/cds-services/va-postprocedure", json=body("patient-view", pre, encounter=False))
+    r = client.post(
+        "/cds-services/va-postprocedure-patient-view", json=body("patient-view", pre, encounter=False)
+    )
     assert r.status_code == 200
     assert rules(r) == ["post.bone-health.untreated"]
     card = r.json()["cards"][0]
@@ -179,7 +181,7 @@ def test_patient_view_without_therapy_gives_bone_health_card(client: TestClient)
 
 def test_no_va_gives_empty_cards(client: TestClient) -> None:
     pre = prefetch("va-postprocedure", vitals=searchset(spo2(80, NOW - timedelta(hours=3))))
-    r = client.post("/cds-services/va-postprocedure", json=body("encounter-start", pre))
+    r = client.post("/cds-services/va-postprocedure-encounter-start", json=body("encounter-start", pre))
     assert r.json() == {"cards": []}
     r = client.post("/cds-services/va-discharge", json=body("encounter-discharge", prefetch("va-discharge")))
     assert r.json() == {"cards": []}
@@ -188,7 +190,7 @@ def test_no_va_gives_empty_cards(client: TestClient) -> None:
 def test_failed_procedures_source_gives_only_data_unavailable(client: TestClient) -> None:
     oo = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
     r = client.post(
-        "/cds-services/va-postprocedure",
+        "/cds-services/va-postprocedure-encounter-start",
         json=body("encounter-start", prefetch("va-postprocedure", procedures=oo)),
     )
     assert rules(r) == ["sys.data-unavailable"]

@@ -401,8 +401,12 @@ def test_record_text_is_escaped_in_card_markdown() -> None:
 
 
 def test_service_definition_and_rule_docs() -> None:
-    svc = post.service(POLICY)
-    assert svc.id == "va-postprocedure" and svc.hooks == ("encounter-start", "patient-view")
+    defs = post.services(POLICY)
+    assert [(d.id, d.hook) for d in defs] == [
+        ("va-postprocedure-encounter-start", "encounter-start"),
+        ("va-postprocedure-patient-view", "patient-view"),
+    ]
+    svc = defs[0]
     assert {d.rule_id for d in svc.rules} == set(post.POST_RULE_IDS)
     for doc in svc.rules:
         assert doc.citation and doc.steps and doc.reads

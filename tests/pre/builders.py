@@ -24,11 +24,12 @@ from fhir_mappings.facts import (
     PatientFact,
 )
 from hooks.policy import load_policy
-from hooks.preprocedure import service
+from hooks.preprocedure import services
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 POLICY = load_policy()
-SERVICE = service(POLICY)
+SERVICES = services(POLICY)
+SERVICE = SERVICES[0]  # order-sign; the three pre-procedure services share one handler
 _ids = count(1)
 CPT = "http://www.ama-assn.org/go/cpt"
 

@@ -17,7 +17,9 @@ from tests.pre.synthea import HALLIE, record, va_draft
 from tests.shared_paths import SANDBOX
 
 PID, RESOURCES, LAST = record(HALLIE)
-URL = "/cds-services/va-preprocedure"
+URL = "/cds-services/va-preprocedure-order-sign"
+SELECT_URL = "/cds-services/va-preprocedure-order-select"
+VIEW_URL = "/cds-services/va-preprocedure-patient-view"
 
 _KEY_TYPES = {
     "patient": "Patient",
@@ -80,10 +82,32 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def test_discovery_lists_va_preprocedure_on_three_hooks(client: TestClient) -> None:
-    services = [s for s in client.get("/cds-services").json()["services"] if s["id"] == "va-preprocedure"]
-    assert sorted(s["hook"] for s in services) == ["order-select", "order-sign", "patient-view"]
+def test_discovery_lists_each_id_once_with_one_hook(client: TestClient) -> None:
+    services = client.get("/cds-services").json()["services"]
+    ids = [s["id"] for s in services]
+    assert len(ids) == len(set(ids)), "an id listed under several hooks loses all but the last in the sandbox"
+    pre = {s["hook"]: s["id"] for s in services if s["id"].startswith("va-preprocedure")}
+    assert pre == {
+        "order-select": "va-preprocedure-order-select",
+        "order-sign": "va-preprocedure-order-sign",
+        "patient-view": "va-preprocedure-patient-view",
+    }
     assert all(s["prefetch"]["patient"] == "Patient/{{context.patientId}}" for s in services)
+
+
+def test_sandbox_style_registration_reaches_every_pre_procedure_hook(client: TestClient) -> None:
+    """The CDS Hooks Sandbox stores services in a map keyed by URL, one hook per URL (the last one listed for
+    a repeated id). Registering discovery that way must still leave a service for each pre-procedure hook,
+    and each must answer its hook with cards."""
+    registry: dict[str, str] = {}
+    for s in client.get("/cds-services").json()["services"]:
+        registry[f"/cds-services/{s['id']}"] = s["hook"]  # later entries of a repeated URL overwrite
+    by_hook = {hook: url for url, hook in registry.items() if "va-preprocedure" in url}
+    assert set(by_hook) == {"order-select", "order-sign", "patient-view"}
+    for hook in ("order-select", "order-sign"):
+        r = client.post(by_hook[hook], json=body(hook, [va_draft(PID)], prefetch()))
+        assert r.status_code == 200
+        assert "pre.checklist" in rules(r)
 
 
 def test_order_sign_hallie_with_va_draft(client: TestClient) -> None:
@@ -105,7 +129,7 @@ def test_order_sign_hallie_with_va_draft(client: TestClient) -> None:
 def test_order_select_sandbox_rx_view_empty_medication_returns_no_cards(client: TestClient) -> None:
     sandbox = json.loads((SANDBOX / "order-select-rx-view-empty.json").read_text())["request"]["body"]
     sandbox.pop("fhirServer", None)  # nothing may be fetched: quick scope answers before any data
-    r = client.post(URL, json=sandbox)
+    r = client.post(SELECT_URL, json=sandbox)
     assert r.status_code == 200 and r.json() == {"cards": []}
 
 
@@ -135,7 +159,7 @@ def test_order_select_clopidogrel_while_va_booked_in_three_days(client: TestClie
             ]
         },
     }
-    r = client.post(URL, json=body("order-select", [clopidogrel], prefetch([appointment])))
+    r = client.post(SELECT_URL, json=body("order-select", [clopidogrel], prefetch([appointment])))
     assert r.status_code == 200
     assert rules(r) == ["pre.antithrombotic-order-while-va-planned"]
     assert "5 days" in r.json()["cards"][0]["summary"]
@@ -148,14 +172,14 @@ def test_patient_view_with_planned_va_shows_readiness_review(client: TestClient)
         "status": "active",
         "occurrenceDateTime": (LAST + timedelta(days=14)).isoformat(),
     }
-    r = client.post(URL, json=body("patient-view", None, prefetch([planned])))
+    r = client.post(VIEW_URL, json=body("patient-view", None, prefetch([planned])))
     assert r.status_code == 200
     ids = rules(r)
     assert "pre.checklist" in ids and "pre.coag.antithrombotic-active" in ids
 
 
 def test_patient_view_without_planned_va_returns_no_cards(client: TestClient) -> None:
-    r = client.post(URL, json=body("patient-view", None, prefetch()))
+    r = client.post(VIEW_URL, json=body("patient-view", None, prefetch()))
     assert r.status_code == 200 and r.json() == {"cards": []}
 
 

@@ -7,6 +7,8 @@ import json
 import re
 from datetime import timedelta
 
+import pytest
+
 from cds_service.cards import build_cards
 from cds_service.contracts import HookInput
 from hooks.preprocedure import checklist_items
@@ -14,6 +16,7 @@ from hooks.preprocedure.scope import quick_scope
 from tests.pre.builders import (
     NOW,
     SERVICE,
+    SERVICES,
     ClinicalFacts,
     allergy,
     cond,
@@ -45,6 +48,7 @@ CATALOG_IDS = {
     "pre.checklist",
     "pre.antithrombotic-order-while-va-planned",
     "sys.data-unavailable",
+    "sys.check-failed",
 }
 
 
@@ -137,8 +141,12 @@ def test_full_review_always_has_the_checklist_with_a_docs_link() -> None:
 
 
 def test_service_definition_discovery_fields() -> None:
-    assert SERVICE.id == "va-preprocedure"
-    assert SERVICE.hooks == ("order-select", "order-sign", "patient-view")
+    assert [(d.id, d.hook) for d in SERVICES] == [
+        ("va-preprocedure-order-sign", "order-sign"),
+        ("va-preprocedure-order-select", "order-select"),
+        ("va-preprocedure-patient-view", "patient-view"),
+    ]
+    assert all(d.handler is SERVICE.handler and d.prefetch == SERVICE.prefetch for d in SERVICES)
     assert SERVICE.title and SERVICE.description and SERVICE.usage_requirements
     assert set(SERVICE.checks_by_key) == set(SERVICE.prefetch)
 
@@ -195,6 +203,7 @@ def test_worst_case_patient_every_card_valid_summary_under_140_and_sorted() -> N
         "pre.coag.labs-missing",
         "pre.infection.screen-missing",
         "pre.indication.concordance-missing",
+        "sys.check-failed",
     }
     for c in cards:
         assert len(c.summary) < 140, c.summary
@@ -278,3 +287,22 @@ def test_checklist_never_claims_met_when_a_source_failed() -> None:
     items = {i.id: i for i in checklist_items(_inp(f, failed), [])}
     for key in ("coagulation", "acuity", "imaging", "infection"):
         assert items[key].status == "needs-documentation", key
+
+
+def test_a_failing_rule_is_named_and_the_others_still_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """V2.9: an unexpected error in one rule gives sys.check-failed naming it; every other rule still runs."""
+    from hooks.preprocedure import service as service_module
+
+    def broken(_ctx: object) -> None:
+        raise TypeError("can't compare offset-naive and offset-aware datetimes")
+
+    rules = list(service_module.FULL_RULES)
+    target = next(i for i, (rid, _) in enumerate(rules) if rid == "pre.coag.antithrombotic-active")
+    rules[target] = ("pre.coag.antithrombotic-active", broken)
+    monkeypatch.setattr(service_module, "FULL_RULES", tuple(rules))
+    cards = run(_everything_wrong(), "order-sign")
+    ids = rule_ids(cards)
+    assert "sys.check-failed" in ids and "pre.coag.antithrombotic-active" not in ids
+    failed = next(c for c in cards if c.rule_id == "sys.check-failed")
+    assert "pre.coag.antithrombotic-active" in failed.detail and failed.indicator == "warning"
+    assert {"pre.infection.active", "pre.allergy.cement", "pre.checklist"} <= ids

@@ -1,4 +1,4 @@
-"""Helpers shared by the clinical services: the data-unavailable card, order suggestions, dates."""
+"""Card helpers every family uses: the data-unavailable card, order suggestions, dates."""
 
 from __future__ import annotations
 
