@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,10 @@ from cds_service.settings import Settings
 from tests.persistence.conftest import launch_or_skip
 from tests.pg_server import PostgresServer
 
-SERVICE_ID = "memory-test"
+#: One service per hook (catalog V2.1), as the clinical services are: memory works across them (it is
+#: per chart, not per service), feedback is bound to the service that sent the card.
+SERVICE_IDS = {"order-sign": "memory-test-order-sign", "patient-view": "memory-test-patient-view"}
+SERVICE_ID = SERVICE_IDS["order-sign"]
 HASH_KEY = "memory-test-hash-key"
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -88,7 +91,7 @@ def _handler(inp: HookInput) -> list[CardSpec]:
 
 SERVICE = ServiceDefinition(
     id=SERVICE_ID,
-    hooks=("order-sign", "patient-view"),
+    hook="order-sign",
     title="Memory test service",
     description="A service that exists only in the alert-memory tests.",
     prefetch={
@@ -121,6 +124,8 @@ SERVICE = ServiceDefinition(
     ),
 )
 
+
+SERVICES = [SERVICE, replace(SERVICE, id=SERVICE_IDS["patient-view"], hook="patient-view")]
 
 # ---------------------------------------------------------------------------------------------------------
 # Charts
@@ -226,11 +231,12 @@ class Clock:
 class MemoryClient:
     """A TestClient for one app plus the steps the tests repeat: call, feedback, wait for the audit."""
 
-    def __init__(self, client: TestClient, clock: Clock, service_id: str = SERVICE_ID) -> None:
+    def __init__(self, client: TestClient, clock: Clock, service_ids: dict[str, str] | None = None) -> None:
         self.http = client
         self.clock = clock
-        self.service_id = service_id
+        self.service_ids = SERVICE_IDS if service_ids is None else service_ids
         self.last_hook_instance = ""
+        self.sent_by: dict[str, str] = {}  # card uuid → the service id that sent it (where feedback goes)
 
     @property
     def state(self) -> Any:
@@ -240,11 +246,14 @@ class MemoryClient:
         self, chart: Chart, hook: str = "order-sign", headers: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         body = hook_body(chart, hook)
-        r = self.http.post(f"/cds-services/{self.service_id}", json=body, headers=headers or {})
+        service_id = self.service_ids[hook]
+        r = self.http.post(f"/cds-services/{service_id}", json=body, headers=headers or {})
         assert r.status_code == 200, r.text
         self.wait_audited(body["hookInstance"])
         self.last_hook_instance = str(body["hookInstance"])
-        return list(r.json()["cards"])
+        cards = list(r.json()["cards"])
+        self.sent_by.update({c["uuid"]: service_id for c in cards})
+        return cards
 
     def wait_audited(self, hook_instance: str) -> None:
         # The audit row is written by the writer thread after the response; memory reads it on the next call.
@@ -275,7 +284,7 @@ class MemoryClient:
         if outcome == "accepted":
             item["acceptedSuggestions"] = [{"id": s} for s in accepted or []]
         r = self.http.post(
-            f"/cds-services/{service_id or self.service_id}/feedback",
+            f"/cds-services/{service_id or self.sent_by.get(card['uuid'], SERVICE_ID)}/feedback",
             json={"feedback": [item]},
             headers=headers or {},
         )
@@ -297,7 +306,7 @@ def make_app_client(
         "log_level": "WARNING",
     }
     values.update(overrides)
-    app = create_app(Settings(**values), services=[SERVICE] if services is None else services, clock=clock)
+    app = create_app(Settings(**values), services=SERVICES if services is None else services, clock=clock)
     return TestClient(app)
 
 

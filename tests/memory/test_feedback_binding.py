@@ -24,7 +24,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from cds_service.persistence import UNATTRIBUTED
-from tests.memory.conftest import ANTICOAG, SERVICE, Chart, Clock, MemoryClient, by_rule, make_app_client
+from tests.memory.conftest import (
+    ANTICOAG,
+    SERVICE,
+    SERVICES,
+    Chart,
+    Clock,
+    MemoryClient,
+    by_rule,
+    make_app_client,
+)
 
 BASE = "https://cds.example.org"
 ISS_A = "https://ehr-a.example.org"
@@ -94,7 +103,7 @@ class Caller:
         self.mem, self.tokens, self.iss, self.tenant = mem, tokens, iss, tenant
 
     def call(self, chart: Chart, service_id: str = SERVICE.id) -> dict[str, dict[str, Any]]:
-        mem = MemoryClient(self.mem.http, self.mem.clock, service_id)
+        mem = MemoryClient(self.mem.http, self.mem.clock, {"order-sign": service_id})
         headers = self.tokens.header(self.iss, f"/cds-services/{service_id}", self.tenant)
         return by_rule(mem.call(chart, headers=headers))
 
@@ -112,7 +121,7 @@ def mem(db_url: str, clock: Clock, tmp_path: Path) -> Iterator[tuple[MemoryClien
         db_url,
         clock,
         tmp_path,
-        services=[SERVICE, OTHER_SERVICE],
+        services=[*SERVICES, OTHER_SERVICE],
         auth_mode="required",
         trust_file=trust,
         public_base_url=BASE,

@@ -13,6 +13,7 @@ from cds_service.persistence.store import Store
 from tests.memory.conftest import (
     ANTICOAG,
     INR_HIGH,
+    SERVICE_ID,
     Chart,
     Clock,
     MemoryClient,
@@ -38,7 +39,7 @@ def test_a_database_outage_gives_full_cards_not_missing_ones(tmp_path: Path) -> 
             assert by_rule(mem.call(chart))[ANTICOAG]["indicator"] == "info"  # memory works...
 
             server.kill()  # ...then the database goes away
-            r = client.post("/cds-services/memory-test", json=hook_body(chart))
+            r = client.post(f"/cds-services/{SERVICE_ID}", json=hook_body(chart))
             assert r.status_code == 200
             cards = by_rule(r.json()["cards"])
             assert set(cards) == {ANTICOAG, INR_HIGH}
