@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": lambda: case_scaling(cfg),
         "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
         "memory": lambda: case_memory(
-            cfg.memory_reps, cfg.floor_warmup, cfg.memory_history, cfg.budget_s, cfg.http_body_resources
+            cfg.memory_reps,
+            cfg.floor_warmup,
+            cfg.memory_history,
+            cfg.memory_patients,
+            cfg.budget_s,
+            cfg.http_body_resources,
         ),
     }
     machine = machine_info()

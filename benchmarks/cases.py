@@ -48,6 +48,7 @@ class Config:
     peer_reps: int = 9
     memory_reps: int = 200  # a ≤ 1 ms delta needs many calls per subject for a stable p50
     memory_history: int = 30
+    memory_patients: int = 10
     budget_s: float = 120.0
 
     @classmethod
@@ -66,6 +67,7 @@ class Config:
             peer_reps=3,
             memory_reps=30,
             memory_history=5,
+            memory_patients=3,
             budget_s=30.0,
         )
 

@@ -13,8 +13,8 @@ match, inside the policy windows:
 * **Accepted suggestion** (within `accepted_memory_days`): the order already accepted is not suggested
   again; the card says it was ordered, and when (`suggestion-withheld`). Critical cards keep every
   suggestion and only note the order.
-* **Repeated patient-view** (within `repeat_memory_hours`): a warning already shown as a warning and not
-  acted on (no feedback) comes back as info (`demoted`).
+* **Repeated patient-view** (within `repeat_memory_hours`): a warning whose latest showing as a warning
+  was not acted on (no feedback) comes back as info (`demoted`).
 
 Every card memory touched carries `extension["org.va-cds.memory"]`: what was remembered (outcome, date,
 reason code, the earlier card's uuid) and what was done. Rules switched off in the policy are untouched.
@@ -152,10 +152,11 @@ def _remember(
                     ordered[key] = (e, f)
     repeat = None
     if hook == PATIENT_VIEW and card.indicator == "warning":
-        unacted = [
-            e for e in matches if e.shown_at >= repeat_since and e.indicator == "warning" and not e.feedback
-        ]
-        repeat = max(unacted, key=lambda e: e.shown_at, default=None)
+        # The last time this chart showed it as a warning, inside the window: a repeat if nobody acted on it.
+        warned = [e for e in matches if e.shown_at >= repeat_since and e.indicator == "warning"]
+        last = warned[-1] if warned else None
+        if last is not None and not last.feedback and OMITTED not in (last.memory or ""):
+            repeat = last
 
     notes: list[str] = []
     remembered: list[dict[str, Any]] = []

@@ -543,10 +543,10 @@ class Store:
         `current` maps each rule id to the fingerprint of its card in this call. Returned: the cards
         shown since `since` that carry that fingerprint and came after the rule's last card with another
         one (the run of unchanged evidence), each with its bound feedback (same service, issuer and tenant
-        as the card: anything else is as if about an unknown card), and only if they got feedback or were
-        shown as a warning since `repeat_since` (None: not asked, the call is not a patient-view) —
-        nothing else can change a card. One statement on `ix_audit_memory`, read-only, on the fail-fast
-        reader (`_reader`). Raises StoreUnavailable.
+        as the card: anything else is as if about an unknown card), and only if they got feedback or are
+        the rule's latest card shown as a warning since `repeat_since` (None: not asked, the call is not a
+        patient-view) — nothing else can change a card. One statement on `ix_audit_memory`, read-only,
+        on the fail-fast reader (`_reader`). Raises StoreUnavailable.
         """
         if not current:
             return []
@@ -772,6 +772,17 @@ def _recall_statement() -> sa.Select[Any]:
         .group_by(shown.c.rule_id)
         .cte("changed")
     )
+    # Per rule, the latest card shown as a warning since `repeat_since` (a patient-view repeat needs no more).
+    repeated = (
+        sa.select(shown.c.rule_id, sa.func.max(shown.c.audit_id).label("last_warning"))
+        .where(
+            shown.c.fingerprint.in_(fingerprints),
+            shown.c.indicator == "warning",
+            shown.c.received_at >= sa.bindparam("repeat_since", type_=UTCDateTime()),
+        )
+        .group_by(shown.c.rule_id)
+        .cte("repeated")
+    )
     bound = sa.and_(
         feedback.c.card == shown.c.uuid,
         feedback.c.service == shown.c.service,
@@ -797,18 +808,14 @@ def _recall_statement() -> sa.Select[Any]:
             feedback.c.accepted_suggestions,
         )
         .select_from(
-            shown.outerjoin(changed, changed.c.rule_id == shown.c.rule_id).outerjoin(feedback, bound)
+            shown.outerjoin(changed, changed.c.rule_id == shown.c.rule_id)
+            .outerjoin(repeated, repeated.c.rule_id == shown.c.rule_id)
+            .outerjoin(feedback, bound)
         )
         .where(
             shown.c.fingerprint.in_(fingerprints),
             sa.or_(changed.c.last_change.is_(None), shown.c.audit_id > changed.c.last_change),
-            sa.or_(
-                feedback.c.id.is_not(None),
-                sa.and_(
-                    shown.c.indicator == "warning",
-                    shown.c.received_at >= sa.bindparam("repeat_since", type_=UTCDateTime()),
-                ),
-            ),
+            sa.or_(feedback.c.id.is_not(None), shown.c.audit_id == repeated.c.last_warning),
         )
         .order_by(shown.c.audit_id, shown.c.position, feedback.c.id)
     )
