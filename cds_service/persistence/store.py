@@ -263,22 +263,33 @@ class Store:
     def _reader(self) -> Engine:
         """The engine for reads on the hook's response path (alert memory): they must fail fast.
 
-        PostgreSQL: a pool of its own, so a slow or hung server cannot hold the writer's or the feedback
-        endpoint's connections, with a short statement timeout and no pre-ping round trip (a stale
-        connection fails one lookup, which then just has no memory). SQLite: the same engine (an
-        in-memory database exists on one connection only); reads there begin DEFERRED (`_sqlite_on_begin`).
+        A pool of its own, so a slow or hung database cannot hold the writer's or the feedback endpoint's
+        connections, and no pre-ping round trip (a stale connection fails one lookup, which then just has
+        no memory). PostgreSQL: a short statement timeout. SQLite file: a 50 ms busy timeout (WAL readers
+        do not wait for writers; should the file be locked anyway, give up rather than hold the event loop
+        for the writers' 5 s) and DEFERRED transactions (`_sqlite_on_begin`). In-memory SQLite: the main
+        engine, as that database exists on its one connection only (`_read` then sets the timeout per read).
         """
-        if self._dialect == "sqlite":
+        if self._dialect == "sqlite" and self.url.database in (None, "", ":memory:"):
             return self._engine
         if self._read_engine is None:
-            connect_args: dict[str, Any] = {}
-            if "connect_timeout" not in self.url.query:
-                connect_args["connect_timeout"] = _PG_READ_CONNECT_TIMEOUT_S
-            if "options" not in self.url.query:
-                connect_args["options"] = f"-c statement_timeout={_PG_READ_STATEMENT_TIMEOUT_MS}"
-            self._read_engine = sa.create_engine(
-                self.url, pool_size=4, max_overflow=4, pool_timeout=1, connect_args=connect_args
-            )
+            if self._dialect == "sqlite":
+                engine = sa.create_engine(
+                    self.url, pool_size=4, max_overflow=4, connect_args={"check_same_thread": False}
+                )
+                event.listen(engine, "connect", _sqlite_on_connect)
+                event.listen(engine, "connect", _sqlite_reader_on_connect)
+                event.listen(engine, "begin", _sqlite_on_begin)
+                self._read_engine = engine
+            else:
+                connect_args: dict[str, Any] = {}
+                if "connect_timeout" not in self.url.query:
+                    connect_args["connect_timeout"] = _PG_READ_CONNECT_TIMEOUT_S
+                if "options" not in self.url.query:
+                    connect_args["options"] = f"-c statement_timeout={_PG_READ_STATEMENT_TIMEOUT_MS}"
+                self._read_engine = sa.create_engine(
+                    self.url, pool_size=4, max_overflow=4, pool_timeout=1, connect_args=connect_args
+                )
         return self._read_engine
 
     @property
@@ -292,18 +303,18 @@ class Store:
     @contextmanager
     def _read(self, what: str) -> Iterator[Connection]:
         """A read-only transaction on the reader engine; database errors become StoreUnavailable."""
+        engine = self._reader()
+        shared = engine is self._engine and self._dialect == "sqlite"  # in-memory: the writers' connection
         try:
-            with self._reader().connect() as conn:
+            with engine.connect() as conn:
                 conn.execution_options(va_cds_read_only=True)
-                if self._dialect == "sqlite":
-                    # WAL readers do not wait for writers; should the file be locked anyway (recovery),
-                    # give up fast rather than hold the event loop for the writers' 5 s.
+                if shared:
                     _sqlite_pragma(conn, f"busy_timeout={_SQLITE_READ_BUSY_TIMEOUT_MS}")
                 try:
                     with conn.begin():
                         yield conn
                 finally:
-                    if self._dialect == "sqlite":
+                    if shared:
                         _sqlite_pragma(conn, f"busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {_short(exc)}") from exc
@@ -879,6 +890,15 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_reader_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # After _sqlite_on_connect: the memory reader's connections give up on a lock fast (see Store._reader).
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_READ_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
 
