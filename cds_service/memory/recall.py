@@ -92,10 +92,14 @@ class AlertMemory:
         """`cards` as memory leaves them (see `cds_service.memory.apply`). Never raises."""
         if not self.enabled or patient_hash is None:
             return MemoryOutcome(cards=cards)
+        # Memory can only change a warning, a critical (noted) or a card with suggestions: an info card
+        # without any is left out of the lookup, and a call with nothing else makes none.
         current = {
             rule_of(c): fp
             for c in cards
-            if (fp := fingerprint_in(c)) is not None and self.policy.applies_to(rule_of(c))
+            if (fp := fingerprint_in(c)) is not None
+            and (c.indicator != "info" or c.suggestions)
+            and self.policy.applies_to(rule_of(c))
         }
         if not current:
             return MemoryOutcome(cards=cards)  # nothing memory could change: no query
