@@ -267,8 +267,9 @@ class Store:
         connections, and no pre-ping round trip (a stale connection fails one lookup, which then just has
         no memory). PostgreSQL: a short statement timeout. SQLite file: a 50 ms busy timeout (WAL readers
         do not wait for writers; should the file be locked anyway, give up rather than hold the event loop
-        for the writers' 5 s) and DEFERRED transactions (`_sqlite_on_begin`). In-memory SQLite: the main
-        engine, as that database exists on its one connection only (`_read` then sets the timeout per read).
+        for the writers' 5 s) and no explicit transaction (one SELECT is its own snapshot). In-memory
+        SQLite: the main engine, as that database exists on its one connection only (`_read` then sets
+        the timeout per read).
         """
         if self._dialect == "sqlite" and self.url.database in (None, "", ":memory:"):
             return self._engine
@@ -279,7 +280,8 @@ class Store:
                 )
                 event.listen(engine, "connect", _sqlite_on_connect)
                 event.listen(engine, "connect", _sqlite_reader_on_connect)
-                event.listen(engine, "begin", _sqlite_on_begin)
+                # No BEGIN: the driver is in autocommit (_sqlite_on_connect), and the lookup is one
+                # SELECT, which SQLite runs on one consistent snapshot by itself — a round trip saved.
                 self._read_engine = engine
             else:
                 connect_args: dict[str, Any] = {}
