@@ -4,7 +4,7 @@ Two apps built alike, in-process through the ASGI interface (httpx.ASGITransport
 file: one with a stable patient hash key (memory on), one without (memory off, the only difference). The
 same 100-resource order-sign (the `http` case's body) goes to both, interleaved, order rotated each round.
 
-The memory-on database first gets a history for each of `patients` patients (the same record under new
+Both databases first get the same history for each of `patients` patients (the same record under new
 patient ids): `history` earlier calls each, every warning of the first one overridden and every
 suggestion accepted. The measured calls go round the patients, so each does the whole of memory's work —
 the indexed lookup (on the event loop for SQLite, as in production), demoting the overridden warnings,
@@ -111,13 +111,15 @@ def case_memory(
         templates = _patients(w.request, patients)
         try:
             now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            for template in templates:
-                first = post("memory-on", path, _body(template))
-                drain("memory-on")
-                post("memory-on", f"{path}/feedback", _feedback_for(first["cards"], now))
-                for _ in range(history):
-                    post("memory-on", path, _body(template))
-            drain("memory-on")
+            # Both databases get the same history (the only difference between the apps is the key).
+            for name in apps:
+                for template in templates:
+                    first = post(name, path, _body(template))
+                    drain(name)
+                    post(name, f"{path}/feedback", _feedback_for(first["cards"], now))
+                    for _ in range(history):
+                        post(name, path, _body(template))
+                drain(name)
             shown = post("memory-on", path, _body(templates[0]))["cards"]
             changed = [c for c in shown if "org.va-cds.memory" in (c.get("extension") or {})]
             turn = {"calls": 0}
@@ -154,8 +156,9 @@ def case_memory(
         f"memory: order-sign of {w.resources} resources, {on.n} calls each, interleaved; {patients} patients "
         f"taking turns, each with {history + 1} earlier calls (+{on.n // patients} during the run); memory "
         f"changed {len(changed)} of {len(shown)} cards ({', '.join(actions)})",
-        f"memory: paced ({PACE_S * 1000:.0f} ms apart): p50 on {fmt(on.median_ms)} ms, off {fmt(off.median_ms)} ms "
-        f"→ delta {fmt(delta)} ms; p90 on {fmt(on.p90_ms)} ms, off {fmt(off.p90_ms)} ms",
+        f"memory: paced ({PACE_S * 1000:.0f} ms apart): p50 on {fmt(on.median_ms)} ms, off "
+        f"{fmt(off.median_ms)} ms → delta {fmt(delta)} ms; p90 on {fmt(on.p90_ms)} ms, off "
+        f"{fmt(off.p90_ms)} ms",
         f"memory: back to back (writer thread busy): p50 on {fmt(b_on.median_ms)} ms, off "
         f"{fmt(b_off.median_ms)} ms → delta {fmt(b_delta)} ms; p90 on {fmt(b_on.p90_ms)} ms, off "
         f"{fmt(b_off.p90_ms)} ms",
