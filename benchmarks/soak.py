@@ -9,7 +9,7 @@ SQLite file in a temporary directory, log level WARNING), warms it up, then send
 seed, `--concurrency` requests in flight at any time:
 
     valid    va-preprocedure order-sign (drafted kyphoplasty, full prefetch: warfarin, INR, ...)  200
-    valid    va-postprocedure patient-view (a kyphoplasty on record, full prefetch)                 200
+    valid    va-postprocedure-patient-view (a kyphoplasty on record, full prefetch)                 200
     valid    va-discharge encounter-discharge (full prefetch)                                         200
     valid    feedback, one entry with a card uuid never sent before                                   200
     invalid  malformed JSON                                                                           400
@@ -155,7 +155,7 @@ def _post_keys(pid: str, prefetch_keys: list[str], extra: dict[str, Any] | None 
 
 
 def _postprocedure(pid: str) -> bytes:
-    from hooks.va_postprocedure import PREFETCH
+    from hooks.postprocedure.prefetch import PREFETCH
 
     context = {"userId": "Practitioner/soak", "patientId": pid}
     return orjson.dumps(
@@ -169,7 +169,7 @@ def _postprocedure(pid: str) -> bytes:
 
 
 def _discharge(pid: str) -> bytes:
-    from hooks.va_discharge import PREFETCH
+    from hooks.discharge.prefetch import PREFETCH
 
     encounter = {
         "resourceType": "Encounter",

@@ -35,6 +35,7 @@ from starlette.responses import Response
 from cds_service.auth import AuthError, JwtVerifier, load_trust, www_authenticate
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
+from cds_service.database_url import ensure_folder
 from cds_service.errors import ClientError, outcome_response
 from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
@@ -201,6 +202,7 @@ def create_app(
     for svc in services:
         for template in svc.prefetch.values():
             check_template(template, (svc.hook,))
+    ensure_folder(settings.database_url)  # ./var of the default SQLite file on a fresh checkout
     store = Store(settings.database_url)
     try:
         store.upgrade()  # migrations on start-up; `va-cds db upgrade` does the same by hand
@@ -237,6 +239,9 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
+            # Chrome asks before a public page (the https sandbox) calls loopback: a preflight with
+            # Access-Control-Request-Private-Network gets the grant, for allowed origins only.
+            allow_private_network=True,
             max_age=600,
         )
 
@@ -415,7 +420,16 @@ def create_app(
         ops_router(lambda: state.store, lambda: state.metrics, lambda: _readiness(state)),
     )
     _include_docs(app, state)
+    if settings.demo:
+        _include_demo(app, state)
     return app
+
+
+def _include_demo(app: FastAPI, state: State) -> None:
+    from cds_service.demo import demo_router
+
+    app.include_router(demo_router(state.clock, state.base_url))
+    log.warning("demo data source on: synthetic patients served read-only at /demo/fhir (VA_CDS_DEMO=1)")
 
 
 def _include_docs(app: FastAPI, state: State) -> None:

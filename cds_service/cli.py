@@ -27,6 +27,7 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
+    _stop_quietly()
     # Graceful shutdown: uvicorn stops accepting on SIGTERM and lets in-flight requests finish.
     uvicorn.run(
         "cds_service.app:app",
@@ -44,6 +45,23 @@ def serve(argv: list[str]) -> int:
         proxy_headers=True,
     )
     return 0
+
+
+def _stop_quietly() -> None:
+    """Exit 0 after a graceful shutdown on Ctrl-C or SIGTERM, instead of dying by the signal.
+
+    uvicorn handles SIGINT/SIGTERM itself and, once shut down, re-raises the signal to the handler that was in
+    place before it started. With Python's defaults that ends the process by the signal (a traceback for
+    SIGINT), and `make serve` then reports `Error 130`/`Error 143` for what was an orderly stop. This handler
+    receives that re-raised signal and does nothing, so `serve` returns 0.
+    """
+    import signal
+
+    def _stopped(_signum: int, _frame: object) -> None:
+        return None
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped)
 
 
 def main(argv: list[str] | None = None) -> int:

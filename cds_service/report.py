@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
+from cds_service.database_url import ensure_folder, unreadable_reason, upgrade_hint
 from cds_service.persistence import RuleStats, Store, StoreUnavailable
 
 _CSV_FIELDS = [
@@ -141,16 +142,23 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
     except SystemExit as exc:
         return int(exc.code or 0)
 
+    url = args.database_url or _default_url()
     try:
-        store = Store(args.database_url or _default_url())
+        store = Store(url)
     except ValueError as exc:
         print(f"va-cds report: {exc}", file=stderr)
         return 2
+    # Read-only: never create the SQLite file (an empty one would hide the real one next time).
+    reason = unreadable_reason(url)
+    if reason is not None:
+        store.close()
+        print(f"va-cds report: {reason}; {upgrade_hint(url)}, or pass --database-url", file=stderr)
+        return 1
     try:
         stats = store.override_report(args.since)
     except StoreUnavailable as exc:
-        print(f"va-cds report: cannot read the database: {exc}", file=stderr)
-        print("(is the URL right, and has `va-cds db upgrade` been run?)", file=stderr)
+        shown = store.url.render_as_string(hide_password=True)
+        print(f"va-cds report: cannot read the database at {shown}: {exc}", file=stderr)
         return 1
     finally:
         store.close()
@@ -183,12 +191,14 @@ def db_main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    url = args.database_url or _default_url()
     try:
-        store = Store(args.database_url or _default_url())
+        store = Store(url)
     except ValueError as exc:
         print(f"va-cds db upgrade: {exc}", file=stderr)
         return 2
     try:
+        ensure_folder(url)
         store.upgrade()
     except StoreUnavailable as exc:
         print(f"va-cds db upgrade: {exc}", file=stderr)

@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: One default for every command (serve, evaluate, report, db upgrade); `make serve` uses it too.
+DEFAULT_DATABASE_URL = "sqlite:///./var/va-cds.db"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -23,7 +26,7 @@ class Settings(BaseSettings):
     )
 
     database_url: str = Field(
-        default="sqlite:///./va-cds.db", description="SQLAlchemy URL of the audit/feedback DB"
+        default=DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the audit/feedback DB"
     )
     policy_file: Path | None = Field(
         default=None, description="Institutional policy.yaml (packaged default if unset)"
@@ -68,6 +71,10 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8080, ge=1, le=65535)
+    demo: bool = Field(
+        default=False,
+        description="Serve the packaged synthetic demo patients read-only at /demo/fhir (make serve sets it)",
+    )
 
     @field_validator("cors_origins", "fhir_servers", mode="before")
     @classmethod

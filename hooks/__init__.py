@@ -8,10 +8,10 @@ from hooks.policy import Policy
 
 def build_services(policy: Policy) -> list[ServiceDefinition]:
     """Every clinical service, configured with the institution's policy."""
-    from hooks import preprocedure, va_discharge, va_postprocedure
+    from hooks import discharge, postprocedure, preprocedure
 
     return [
         *preprocedure.services(policy),
-        *va_postprocedure.services(policy),
-        *va_discharge.services(policy),
+        *postprocedure.services(policy),
+        *discharge.services(policy),
     ]

@@ -1,4 +1,4 @@
-"""FHIR R4 resources the service suggests: lab, imaging and consult orders, and the bone-cement allergy.
+"""FHIR R4 resources the service suggests: lab, imaging and consult orders, and a procedure-reaction allergy.
 
 Codes come from `terminology.md` §4/§7 (verified rows only; a concept without a verified code is ordered by
 text alone rather than with a guessed code). Every resource is validated with fhir.resources (its R4B
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -82,7 +83,7 @@ _ORDERABLES: tuple[Orderable, ...] = (
     ),
     Orderable(
         "tryptase",
-        "Order serum tryptase (within 1–2 h of the reaction)",
+        "Order serum tryptase",  # timing in the card: within 4 h of onset (catalog V2.12, NICE CG134)
         LOINC,
         "21582-2",
         "Tryptase [Mass/volume] in Serum or Plasma",
@@ -131,6 +132,26 @@ _ORDERABLES: tuple[Orderable, ...] = (
     ),
     Orderable(
         "chest-xray", "Order chest X-ray", LOINC, "36643-5", "XR Chest 2 Views", "imaging", "EQ24 XRay Study"
+    ),
+    # A hypoxic patient's chest film is taken at the bedside (catalog V2.7): the AP view.
+    Orderable(
+        "chest-xray-portable",
+        "Order portable AP chest X-ray",
+        LOINC,
+        "36572-6",
+        "XR Chest AP",
+        "imaging",
+        "EQ24 XRay Study",
+    ),
+    # Algorithm 3 step 3; no verified procedure code for image-guided spinal aspiration: text only.
+    Orderable(
+        "image-guided-aspiration",
+        "Order image-guided aspiration/biopsy for culture",
+        None,
+        None,
+        "Image-guided aspiration or biopsy of the affected disc/vertebra for culture, before antibiotics",
+        "procedure",
+        "text only",
     ),
     Orderable(
         "cta-cap",
@@ -308,9 +329,13 @@ def service_request(
     reason: str,
     encounter_id: str | None = None,
     note: str | None = None,
+    priority: str | None = None,
 ) -> dict[str, Any]:
-    """A draft ServiceRequest for one orderable concept, validated, as plain JSON."""
-    raw = _validated_service_request(concept, reason, encounter_id is not None, note)
+    """A draft ServiceRequest for one orderable concept, validated, as plain JSON.
+
+    `priority` is a FHIR request-priority code (routine | urgent | asap | stat); None leaves it unset.
+    """
+    raw = _validated_service_request(concept, reason, encounter_id is not None, note, priority)
     raw = raw.replace(_PATIENT.encode(), _json_string_body(patient_id))
     if encounter_id is not None:
         raw = raw.replace(_ENCOUNTER.encode(), _json_string_body(encounter_id))
@@ -319,8 +344,12 @@ def service_request(
 
 
 @functools.lru_cache(maxsize=2048)
-def _validated_service_request(concept: str, reason: str, with_encounter: bool, note: str | None) -> bytes:
+def _validated_service_request(
+    concept: str, reason: str, with_encounter: bool, note: str | None, priority: str | None = None
+) -> bytes:
     body = _service_request_body(concept, _PATIENT, reason, _ENCOUNTER if with_encounter else None, note)
+    if priority is not None:
+        body["priority"] = priority
     return orjson.dumps(ServiceRequest.model_validate(body).model_dump(mode="json", exclude_none=True))
 
 
@@ -351,35 +380,38 @@ def _service_request_body(
     return body
 
 
-def bone_cement_allergy(patient_id: str, *, note: str) -> dict[str, Any]:
-    """AllergyIntolerance to bone cement after a confirmed reaction (Algorithm 1, step 4).
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+# Everything given during a VA that can cause an immediate reaction (catalog V2.12): never cement alone.
+PROCEDURE_CULPRITS = "bone cement (PMMA), antibiotic, contrast, chlorhexidine, latex, local anaesthetic"
 
-    PMMA has no verified SNOMED/RxNorm code (terminology §6), so the substance is given as text.
+
+def procedure_reaction_allergy(
+    patient_id: str, *, reaction: str, onset: datetime, anaphylaxis: bool, note: str
+) -> dict[str, Any]:
+    """An unconfirmed AllergyIntolerance for a reaction during a VA, culprit undetermined (V2.6, V2.12).
+
+    Criticality is high for anaphylaxis and unable-to-assess otherwise; the recorded reaction and its onset
+    go into `reaction`, so the allergy service can test the candidates rather than assume bone cement.
     """
     body: dict[str, Any] = {
         "resourceType": "AllergyIntolerance",
-        "clinicalStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-                    "code": "active",
-                    "display": "Active",
-                }
-            ]
-        },
+        "clinicalStatus": {"coding": [{"system": ALLERGY_CLINICAL, "code": "active", "display": "Active"}]},
         "verificationStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-                    "code": "unconfirmed",
-                    "display": "Unconfirmed",
-                }
-            ]
+            "coding": [{"system": ALLERGY_VERIFICATION, "code": "unconfirmed", "display": "Unconfirmed"}]
         },
         "type": "allergy",
-        "criticality": "high",
-        "code": {"text": "Bone cement (polymethyl methacrylate, PMMA) and its additives"},
+        "criticality": "high" if anaphylaxis else "unable-to-assess",
+        "code": {"text": f"Undetermined agent given during vertebral augmentation ({PROCEDURE_CULPRITS})"},
         "patient": {"reference": f"Patient/{patient_id}"},
+        "onsetDateTime": onset.isoformat(),
+        "reaction": [
+            {
+                "manifestation": [{"text": reaction}],
+                "onset": onset.isoformat(),
+                "severity": "severe" if anaphylaxis else "moderate",
+            }
+        ],
         "note": [{"text": note}],
     }
     return AllergyIntolerance.model_validate(body).model_dump(mode="json", exclude_none=True)

@@ -31,7 +31,6 @@ REQUIRED_THRESHOLDS = (
     "renal_window_days",
     "weight_window_days",
     "post_lookback_days",
-    "spo2_min_percent",
     "resp_rate_max",
     "heart_rate_max",
     "systolic_bp_min",
@@ -44,6 +43,24 @@ REQUIRED_THRESHOLDS = (
     "denosumab_interval_months",
     "dxa_interval_years",
     "discharge_recent_va_days",
+)
+# Catalog v2 post-procedure values (V2.6 as amended by V2.12): each a policy key with its source.
+POST_V2_THRESHOLDS = (
+    "spo2_critical_percent",
+    "spo2_hypoxemia_percent",
+    "spo2_low_baseline_percent",
+    "spo2_drop_low_baseline_points",
+    "spo2_drop_points",
+    "spo2_baseline_days",
+    "post_neuro_recent_days",
+    "hb_baseline_days",
+    "hb_low_g_dl",
+    "pain_severe_score",
+    "pain_severe_days",
+    "pain_severe_after_hours",
+    "tryptase_hours",
+    "anaphylaxis_critical_hours",
+    "post_result_current_hours",
 )
 REQUIRED_WINDOWS = (
     "post.pce.suspected",
@@ -178,7 +195,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
         raise PolicyError(f"policy file {file}: top level must be a mapping")
     holds, holds_source = _holds(doc)
     return Policy(
-        thresholds=_section(doc, "thresholds", REQUIRED_THRESHOLDS),
+        thresholds=_section(doc, "thresholds", (*REQUIRED_THRESHOLDS, *POST_V2_THRESHOLDS)),
         windows_days=_section(doc, "windows_days", REQUIRED_WINDOWS),
         holds=holds,
         holds_source=holds_source,

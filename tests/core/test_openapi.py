@@ -604,11 +604,21 @@ def _served_routes(app: Any) -> set[tuple[str, str]]:
     return served
 
 
+def _demo_routes() -> set[tuple[str, str]]:
+    return {(m, p) for m, p in documented_routes() if "demo" in DOC["paths"][p][m.lower()].get("tags", ())}
+
+
 def test_app_serves_exactly_the_documented_routes(make_app: Any) -> None:
-    served = _served_routes(make_app())
+    served = _served_routes(make_app(demo=True))
     documented = documented_routes()
     assert served - documented == set(), "served but not in openapi.yaml"
     assert documented - served == set(), "in openapi.yaml but not served"
+
+
+def test_demo_routes_are_served_only_when_the_demo_is_on(make_app: Any) -> None:
+    demo = _demo_routes()
+    assert demo and all(p.startswith("/demo/fhir") for _, p in demo)
+    assert _served_routes(make_app()) == documented_routes() - demo
 
 
 def test_openapi_yaml_is_served_as_is(client: Any) -> None:
@@ -870,10 +880,15 @@ def test_oversized_bodies_are_a_documented_413(make_app: Any) -> None:
 def test_auth_failures_are_documented_401s_and_open_routes_stay_open(make_app: Any) -> None:
     from fastapi.testclient import TestClient
 
-    with TestClient(make_app(auth_mode="required", trust_preset="sandbox")) as c:
+    with TestClient(make_app(auth_mode="required", trust_preset="sandbox", demo=True)) as c:
         for method, path in sorted(documented_routes()):
             url = path.format(
-                service_id="va-preprocedure-order-sign", rule_id="pre.checklist", token="x", name="va-cds.css"
+                service_id="va-preprocedure-order-sign",
+                rule_id="pre.checklist",
+                token="x",
+                name="va-cds.css",
+                resource_type="Patient",
+                resource_id="demo-planned-warfarin",
             )
             if method == "POST":
                 response = c.post(url, json={}, headers={"Authorization": "Bearer not-a-jwt"})

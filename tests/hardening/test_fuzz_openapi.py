@@ -98,7 +98,7 @@ def _fake_fhir(request: httpx.Request) -> httpx.Response:
 _TMP = Path(tempfile.mkdtemp(prefix="va-cds-fuzz-"))
 APP = create_app(
     Settings(  # type: ignore[call-arg]
-        auth_mode="off", database_url=f"sqlite:///{_TMP}/fuzz.db", log_level="WARNING"
+        auth_mode="off", database_url=f"sqlite:///{_TMP}/fuzz.db", log_level="WARNING", demo=True
     ),
     http_client=httpx.AsyncClient(transport=httpx.MockTransport(_fake_fhir)),
 )

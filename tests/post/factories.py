@@ -19,8 +19,9 @@ from fhir_mappings.facts import (
     OrderFact,
     ProcedureFact,
 )
-from hooks import va_discharge, va_postprocedure
+from hooks.discharge.service import make_handler as discharge_handler
 from hooks.policy import Policy, PolicyValue, load_policy
+from hooks.postprocedure.service import make_handler as post_handler
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 VA_T = NOW - timedelta(days=1)  # default VA start: yesterday 12:00 UTC
@@ -220,7 +221,7 @@ def run_post(
     unavailable: Iterable[str] = (),
     hook: str = "encounter-start",
 ) -> list[CardSpec]:
-    return va_postprocedure.handle(hook_input(facts, now=now, unavailable=unavailable, hook=hook), policy)
+    return post_handler(policy)(hook_input(facts, now=now, unavailable=unavailable, hook=hook))
 
 
 def run_discharge(
@@ -234,7 +235,7 @@ def run_discharge(
     inp = hook_input(
         facts, now=now, unavailable=unavailable, hook="encounter-discharge", encounter_id=encounter_id
     )
-    return va_discharge.handle(inp, policy)
+    return discharge_handler(policy)(inp)
 
 
 def ids(cards: Iterable[CardSpec]) -> set[str]:

@@ -7,7 +7,8 @@ import re
 from datetime import timedelta
 
 from fhir_mappings.facts import EncounterFact, Evidence, ProcedureFact
-from hooks import va_discharge as dis
+from hooks import discharge
+from hooks.discharge import rules as dis
 from tests.post.factories import (
     ENCOUNTER,
     NOW,
@@ -164,10 +165,16 @@ def test_discharge_cards_are_valid_and_short() -> None:
         make_facts(procedures=[va(level=None, region=None, documented=False)], medications=[])
     )
     assert ids(cards) == set(dis.DISCHARGE_RULE_IDS)
-    for spec in cards:
-        assert len(spec.summary) < 140
-        assert spec.citation in spec.detail
-    assert build_cards(cards, "https://cds.example.org")[0].indicator == "warning"
+    built = build_cards(cards, "https://cds.example.org")
+    for spec, wire in zip(
+        sorted(cards, key=lambda c: c.rule_id),
+        sorted(built, key=lambda c: c.source.topic.code),
+        strict=True,
+    ):
+        assert len(wire.summary) < 140
+        assert spec.citation in (wire.detail or "")  # the chapter section, on every card
+        assert len([x for x in (wire.detail or "").splitlines() if x.strip()]) <= 8
+    assert built[0].indicator == "warning"
     red = card(cards, dis.RED_FLAGS)
     for flag in ("Fever", "Wound", "weakness", "Shortness of breath"):
         assert flag in red.detail
@@ -175,9 +182,9 @@ def test_discharge_cards_are_valid_and_short() -> None:
 
 
 def test_discharge_service_definition() -> None:
-    (svc,) = dis.services(POLICY)
+    (svc,) = discharge.services(POLICY)
     assert svc.id == "va-discharge" and svc.hook == "encounter-discharge"
-    assert {d.rule_id for d in svc.rules} == set(dis.DISCHARGE_RULE_IDS)
+    assert {d.rule_id for d in svc.rules} == {*dis.DISCHARGE_RULE_IDS, "sys.check-failed"}
     assert svc.prefetch["encounter"] == "Encounter/{{context.encounterId}}"
     assert set(svc.checks_by_key) <= set(svc.prefetch)
     allowed = {"context.patientId", "context.encounterId"}

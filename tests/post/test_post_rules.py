@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from hooks import va_postprocedure as post
+from cds_service.cards import build_card
+from hooks.postprocedure import rules as post
 from tests.post.factories import (
     POLICY,
     VA_T,
@@ -53,14 +54,26 @@ def _pain_rise(t: datetime) -> dict[str, list[Any]]:
     return {"measurements": [meas("pain", 3, VA_T + timedelta(hours=1)), meas("pain", 6, t)]}
 
 
+SPINAL = (
+    "new-motor-deficit",
+    "saddle-anesthesia",
+    "bowel-bladder-dysfunction",
+    "myelopathy",
+    "cord-compression",
+    "cauda-equina",
+)
+
+# (name, rule whose card carries the finding, builder, indicator). Findings folded into another rule's card
+# (pleural evidence shared with the embolism or hemorrhage card) are in FOLDED_CASES below.
 CASES: list[tuple[str, str, Builder, str]] = [
     ("pce-spo2", post.PCE, _m("spo2", 88), "critical"),
-    ("pce-resp-rate", post.PCE, _m("resp_rate", 28), "critical"),
+    ("pce-resp-rate-alone", post.PCE, _m("resp_rate", 28), "warning"),
     ("pce-hr-with-dyspnea", post.PCE, _hr_dyspnea, "critical"),
     ("pce-pe-condition", post.PCE, _c("pulmonary-embolism"), "critical"),
-    ("pce-pleuritic-pain", post.PCE, _c("pleuritic-pain"), "critical"),
-    ("pce-hypoxemia-condition", post.PCE, _c("hypoxemia"), "critical"),
-    *[(f"neuro-{c}", post.NEURO, _c(c), "critical") for c in post.NEURO_CONCEPTS],
+    ("pce-pleuritic-pain-alone", post.PCE, _c("pleuritic-pain"), "warning"),
+    ("pce-hypoxemia-condition", post.PCE, _c("hypoxemia"), "warning"),
+    *[(f"neuro-{c}", post.NEURO, _c(c), "critical") for c in SPINAL],
+    ("neuro-radiculopathy-alone", post.NEURO, _c("radiculopathy"), "warning"),
     ("infection-fever", post.INFECTION, _m("temperature", 38.4), "critical"),
     *[(f"infection-{c}", post.INFECTION, _c(c), "critical") for c in post.INFECTION_CONCEPTS],
     ("infection-crp-only", post.INFECTION, _m("crp", 45), "warning"),
@@ -68,22 +81,20 @@ CASES: list[tuple[str, str, Builder, str]] = [
     ("infection-esr-only", post.INFECTION, _m("esr", 55), "warning"),
     ("hemorrhage-hb-drop", post.HEMORRHAGE, _hb_drop, "critical"),
     ("hemorrhage-sbp", post.HEMORRHAGE, _m("systolic_bp", 84), "critical"),
-    ("hemorrhage-condition", post.HEMORRHAGE, _c("hemorrhage"), "critical"),
-    ("hemorrhage-hemothorax", post.HEMORRHAGE, _c("hemothorax"), "critical"),
-    ("pleural-pneumothorax", post.PLEURAL, _c("pneumothorax"), "critical"),
-    ("pleural-hemothorax", post.PLEURAL, _c("hemothorax"), "critical"),
-    ("pleural-pain-with-desaturation", post.PLEURAL, _pleuritic_desat, "critical"),
+    ("hemorrhage-unspecified-bleeding", post.HEMORRHAGE, _c("hemorrhage"), "warning"),
     (
-        "pleural-dyspnea-with-hypoxemia",
-        post.PLEURAL,
-        lambda t: {"conditions": [cond("dyspnea", t), cond("hypoxemia", t)]},
+        "hemorrhage-retroperitoneal",
+        post.HEMORRHAGE,
+        lambda t: {"conditions": [cond("hemorrhage", t, display="Retroperitoneal hematoma")]},
         "critical",
     ),
+    ("hemorrhage-hemothorax", post.HEMORRHAGE, _c("hemothorax"), "critical"),
+    ("pleural-pneumothorax", post.PLEURAL, _c("pneumothorax"), "critical"),
     ("pain-score-rise", post.PAIN, _pain_rise, "warning"),
     ("pain-back-pain-condition", post.PAIN, _c("back-pain"), "warning"),
     ("fracture-new", post.FRACTURE, _c("vertebral-fracture"), "warning"),
     ("hypersensitivity-anaphylaxis", post.HYPERSENSITIVITY, _c("anaphylaxis"), "critical"),
-    ("hypersensitivity-reaction", post.HYPERSENSITIVITY, _c("hypersensitivity-reaction"), "critical"),
+    ("hypersensitivity-reaction", post.HYPERSENSITIVITY, _c("hypersensitivity-reaction"), "warning"),
 ]
 CASE_IDS = [c[0] for c in CASES]
 
@@ -135,6 +146,38 @@ def test_finding_exactly_at_the_window_end_fires(
     assert card(cards, rule_id).indicator == indicator
 
 
+# Pleural findings from the same evidence as another card are a line of that card, never a second card.
+FOLDED_CASES: list[tuple[str, Builder, str, str]] = [
+    ("pleuritic-pain-with-desaturation", _pleuritic_desat, post.PCE, "pneumothorax or hemothorax"),
+    (
+        "dyspnea-with-hypoxemia",
+        lambda t: {"conditions": [cond("dyspnea", t), cond("hypoxemia", t)]},
+        post.PCE,
+        "pneumothorax or hemothorax",
+    ),
+    ("hemothorax", _c("hemothorax"), post.HEMORRHAGE, "chest drain"),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "host", "text"), FOLDED_CASES, ids=[c[0] for c in FOLDED_CASES])
+def test_pleural_finding_folds_into_the_card_with_the_same_evidence(
+    name: str, build: Builder, host: str, text: str
+) -> None:
+    t = VA_T + timedelta(hours=2)
+    cards = run_post(_facts(build, t), now=t + timedelta(hours=1))
+    assert post.PLEURAL not in ids(cards)  # folded, not a second critical card
+    spec = card(cards, host)
+    assert spec.indicator == "critical" and text in spec.detail
+    # The host card carries the pleural finding (org.va-cds.findings) and its evidence, tagged with it.
+    assert [f.rule_id for f in spec.folded] == [post.PLEURAL]
+    wire = build_card(spec, "https://cds.example.org").extension or {}
+    assert wire["org.va-cds.findings"] == [host, post.PLEURAL]
+    assert {e["rule"] for e in wire["org.va-cds.evidence"]} == {host, post.PLEURAL}
+    # Folded after a lumbar VA: the pleura was never at risk, so no pleural line.
+    lumbar = make_facts(procedures=[va(level="L2", region="lumbar")], **build(t))
+    assert "pneumothorax" not in card(run_post(lumbar, now=t + timedelta(hours=1)), host).detail.lower()
+
+
 # Which prefetch source feeds each rule's findings (a failure there = unknown, reported, no card).
 SOURCE_OF = {
     post.PCE: "vitals",
@@ -172,9 +215,10 @@ def test_every_rule_at_once_keeps_summaries_short_and_cards_valid() -> None:
     cards = run_post(facts, now=t + timedelta(hours=1), unavailable=["imaging"])
     expected = set(post.POST_RULE_IDS) - {post.FOLLOWUP} | {"sys.data-unavailable"}
     assert ids(cards) == expected
-    for spec in cards:
-        assert len(spec.summary) < 140, spec.summary
-        if spec.rule_id.startswith("post."):
-            assert spec.citation and spec.citation in spec.detail
     built = build_cards(cards, "https://cds.example.org")  # validates every card and suggestion
+    citations = {c.rule_id: c.citation for c in cards}
+    for wire in built:
+        assert len(wire.summary) < 140, wire.summary
+        rule = (wire.extension or {})["org.va-cds.rule"]
+        assert citations[rule] in (wire.detail or "")
     assert [c.indicator for c in built][:1] == ["critical"]

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from fhir_mappings.extract import extract_facts
-from hooks import va_discharge as dis
-from hooks import va_postprocedure as post
-from tests.post.factories import POLICY, hook_input, ids
+from hooks.discharge import rules as dis
+from hooks.postprocedure import rules as post
+from tests.post.factories import ids, run_discharge, run_post
 from tests.shared_paths import SYNTHEA
 
 
@@ -60,7 +60,7 @@ def _post_cards(prefix: str, *, add_va: bool) -> list[Any]:
     if add_va:
         resources = [*resources, _va(patient_id, va_time)]
     facts = extract_facts(resources)
-    return post.handle(hook_input(facts, now=va_time + timedelta(days=30)), POLICY)
+    return run_post(facts, now=va_time + timedelta(days=30))
 
 
 @pytest.mark.parametrize("prefix", ["Cruz_Halvorson", "Jonathan_Hermiston"])
@@ -86,17 +86,14 @@ def test_luigi_wiegand_without_va_gets_no_cards() -> None:
 def test_records_without_a_va_get_no_post_or_discharge_cards(prefix: str) -> None:
     resources, _, end = _record(prefix)
     facts = extract_facts(resources)
-    assert post.handle(hook_input(facts, now=end), POLICY) == []
-    assert dis.handle(hook_input(facts, now=end, hook="encounter-discharge"), POLICY) == []
+    assert run_post(facts, now=end) == []
+    assert run_discharge(facts, now=end) == []
 
 
 def test_lonnie_von_discharge_after_va_in_the_encounter() -> None:
     resources, patient_id, end = _record("Lonnie_Von")
     va_time = end + timedelta(days=1)
     facts = extract_facts([*resources, _va(patient_id, va_time, encounter="enc-va")])
-    inp = hook_input(
-        facts, now=va_time + timedelta(hours=6), hook="encounter-discharge", encounter_id="enc-va"
-    )
-    cards = dis.handle(inp, POLICY)
+    cards = run_discharge(facts, now=va_time + timedelta(hours=6), encounter_id="enc-va")
     # No neuro exam, bare procedure record; alendronate active → no bone-health card.
     assert ids(cards) == {dis.NEURO_EXAM_MISSING, dis.RED_FLAGS, dis.DOCUMENTATION, dis.FOLLOWUP}
