@@ -29,7 +29,7 @@ define install_from
 		--no-build-isolation -e .
 endef
 
-.PHONY: serve test lint lock bench soak clean
+.PHONY: serve test lint lock bench soak burden clean
 
 $(RUN_STAMP): $(LOCK) pyproject.toml
 	$(call install_from,$(LOCK))
@@ -48,6 +48,7 @@ serve: $(RUN_STAMP)
 	VA_CDS_DATABASE_URL=$${VA_CDS_DATABASE_URL:-sqlite:///./var/va-cds.db} \
 	VA_CDS_TRUST_PRESET=$${VA_CDS_TRUST_PRESET:-sandbox} \
 	VA_CDS_CORS_ORIGINS=$${VA_CDS_CORS_ORIGINS:-*} \
+	VA_CDS_PUBLIC_BASE_URL=$${VA_CDS_PUBLIC_BASE_URL:-http://127.0.0.1:$${VA_CDS_PORT:-8080}} \
 	VA_CDS_DEMO=$${VA_CDS_DEMO:-1} \
 	exec $(BIN)/va-cds serve --host $${VA_CDS_HOST:-127.0.0.1} --port $${VA_CDS_PORT:-8080}
 
@@ -79,6 +80,10 @@ bench: $(DEV_STAMP)
 
 soak: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.soak
+
+# Alert burden on the Synthea fixture records (all hooks, in-process): writes benchmarks/results/burden.md
+burden: $(DEV_STAMP)
+	$(BIN)/python -m benchmarks.burden
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -16,11 +16,12 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.budget import case_budget
 from benchmarks.cases import Config, case_fetch, case_floor, case_http, case_peer, case_scaling
 from benchmarks.memory_cost import case_memory
 from benchmarks.report import RESULTS, CaseResult, machine_info, write_results
 
-CASES = ("floor", "http", "fetch", "scaling", "peer", "memory")
+CASES = ("floor", "http", "fetch", "scaling", "peer", "budget", "memory")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "fetch": lambda: case_fetch(cfg),
         "scaling": lambda: case_scaling(cfg),
         "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
+        "budget": lambda: case_budget(cfg.quick),
         "memory": lambda: case_memory(
             cfg.memory_reps,
             cfg.floor_warmup,

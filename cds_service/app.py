@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,15 +25,16 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from cds_service.auth import AuthError, JwtVerifier, load_trust, www_authenticate
+from cds_service.auth import REASONS, AuthError, www_authenticate
+from cds_service.auth.fhir_servers import FhirServerRefused, check_fhir_server
 from cds_service.checklist import attach_checklist_link
 from cds_service.contracts import ServiceDefinition
 from cds_service.database_url import ensure_folder
+from cds_service.docs_pages import docs_router
 from cds_service.errors import ClientError, outcome_response
 from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
@@ -43,9 +42,7 @@ from cds_service.invocation import InvocationResult, invoke
 from cds_service.logs import configure_logging, log_request, patient_hash
 from cds_service.memory.apply import MemoryOutcome, suggestion_keys
 from cds_service.memory.fingerprint import FINGERPRINT_KEY
-from cds_service.memory.policy import MemoryPolicy, load_memory_policy
-from cds_service.memory.recall import AlertMemory
-from cds_service.metrics import Metrics
+from cds_service.memory.policy import load_memory_policy
 from cds_service.models import (
     Card,
     DiscoveryResponse,
@@ -56,19 +53,23 @@ from cds_service.models import (
 )
 from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
-from cds_service.persistence.writer import GroupCommitWriter, write_now
-from cds_service.prefetch import FetchLimits, PrefetchUnobtainable, check_template
+from cds_service.persistence.writer import write_now
+from cds_service.prefetch import PrefetchUnobtainable, check_template
 from cds_service.settings import Settings
-from fhir_mappings.library import ValueSetLibrary, default_library
+from cds_service.startup import check_settings
+from cds_service.state import State
+from fhir_mappings.library import default_library
 from hooks import build_services
-from hooks.policy import Policy, load_policy
+from hooks.policy import load_policy
 
 log = logging.getLogger("va_cds.app")
 access_log = logging.getLogger("va_cds.access")
 
 OPENAPI_FILE = Path(__file__).resolve().parents[1] / "openapi.yaml"
 JSON_TYPES = ("application/json", "application/fhir+json", "application/cds-hooks+json")
-#: Largest feedback body (issue 16): a report is a few short fields per card (see the bounds in models.py).
+# Hook and feedback answers are about one patient and one caller: no shared or browser cache may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
+#: Largest feedback body (issue 16 item 4): a report is a few short fields per card (bounds in models.py).
 MAX_FEEDBACK_BODY_BYTES = 256_000
 
 
@@ -84,74 +85,6 @@ def _pretty_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-class State:
-    """Everything the routes need, built once per app."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        policy: Policy,
-        library: ValueSetLibrary,
-        services: list[ServiceDefinition],
-        store: Store,
-        clock: Callable[[], datetime],
-        http: httpx.AsyncClient | None,
-        jwt_clock: Callable[[], float] | None = None,
-        memory_policy: MemoryPolicy | None = None,
-    ) -> None:
-        self.settings = settings
-        self.policy = policy
-        self.library = library
-        self.services = {s.id: s for s in services}
-        self.store = store
-        self.clock = clock
-        self.metrics = Metrics()
-        self._http = http
-        self.limits = FetchLimits(settings.fhir_deadline_s, settings.fhir_max_pages, settings.fhir_max_bytes)
-        self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
-        # Alert memory needs patient hashes that stay the same across restarts, hence a configured key.
-        self.memory = AlertMemory(
-            store, memory_policy or MemoryPolicy(), self.metrics, stable_key=bool(settings.patient_hash_key)
-        )
-        # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
-        # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
-        self._writer: GroupCommitWriter | None = None
-        self._writer_lock = threading.Lock()
-        self.audit_writes = AuditWrites(self.metrics)
-        self.verifier: JwtVerifier | None = None
-        if settings.auth_mode == "required":
-            trust = load_trust(settings)  # a malformed trust file stops start-up with its problem named
-            if trust.is_empty:
-                log.warning("authentication is required but no issuer is trusted: every call will get 401")
-            self.verifier = (
-                JwtVerifier(trust, self.http, clock=jwt_clock) if jwt_clock else JwtVerifier(trust, self.http)
-            )
-
-    @property
-    def writer(self) -> GroupCommitWriter:
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = GroupCommitWriter(self.store, thread_name="va-cds-writer")
-            return self._writer
-
-    def close_writer(self) -> None:
-        """Write everything queued, then stop the writer thread (the next use starts a new one)."""
-        with self._writer_lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        # One shared client (connection reuse); created lazily so tests may inject a respx-mocked one.
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0), follow_redirects=False)
-        return self._http
-
-    def base_url(self, request: Request) -> str:
-        return (self.settings.public_base_url or str(request.base_url)).rstrip("/")
-
-
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who is calling, as far as memory and feedback care: the JWT issuer and tenant ("" when none)."""
@@ -160,7 +93,10 @@ class Caller:
     tenant: str = ""
 
     @classmethod
-    def from_claims(cls, claims: dict[str, Any]) -> Caller:
+    def from_claims(cls, claims: dict[str, Any] | None) -> Caller:
+        """From verified claims; with authentication off (None) one anonymous caller, memory still works."""
+        if claims is None:
+            return cls()
         tenant = claims.get("tenant")
         return cls(issuer=str(claims.get("iss") or ""), tenant=tenant if isinstance(tenant, str) else "")
 
@@ -196,6 +132,7 @@ def create_app(
     """
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    check_settings(settings)  # fail closed on dangerous combinations; warn once about development ones
     policy = load_policy(settings.policy_file)  # a malformed policy stops start-up here, naming the key
     library = default_library(settings.valueset_dir)
     services = build_services(policy) if services is None else services
@@ -211,14 +148,13 @@ def create_app(
     memory_policy = load_memory_policy(policy.path)  # the `memory:` block; malformed → start-up stops
     state = State(settings, policy, library, services, store, clock, http_client, jwt_clock, memory_policy)
     state.memory.announce()
-    if settings.auth_mode == "off":
-        log.warning("authentication is OFF (VA_CDS_AUTH_MODE=off): any caller can use this service")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settle_heap()  # everything is loaded: freeze it out of the collector's way (see gc_tuning)
         yield
         await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows and snapshots
+        await state.fhir.aclose()
         if http_client is None and state._http is not None:
             await state._http.aclose()
         await anyio.to_thread.run_sync(store.close)
@@ -248,21 +184,23 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         reason = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-        return outcome_response(exc.status_code, reason)
+        return outcome_response(exc.status_code, reason, {**NO_STORE, **(exc.headers or {})})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
-        return outcome_response(400, "invalid request")
+        return outcome_response(400, "invalid request", NO_STORE)
 
     @app.exception_handler(ClientError)
     async def _client_error(_request: Request, exc: ClientError) -> Response:
-        return outcome_response(exc.status, exc.reason, exc.headers)
+        # Errors carry the caller's situation (why it was refused): never cached by a proxy or browser.
+        return outcome_response(exc.status, exc.reason, {**NO_STORE, **exc.headers})
 
-    async def authenticate(request: Request, audiences: list[str]) -> Caller:
+    async def authenticate(request: Request, audiences: list[str]) -> dict[str, Any] | None:
+        """The caller's verified JWT claims; None with auth off. Raises ClientError(401) with the reason."""
         if state.verifier is None:
-            return Caller()  # authentication off: one anonymous caller (memory and feedback still work)
+            return None
         try:
-            claims = await state.verifier.verify(request.headers.get("authorization"), audiences)
+            return await state.verifier.verify(request.headers.get("authorization"), audiences)
         except AuthError as exc:
             state.metrics.jwt_rejections_total.labels(reason=exc.reason).inc()
             # reason/detail never contain token bytes; they tell the operator why a caller was refused
@@ -270,9 +208,10 @@ def create_app(
                 "JWT rejected", extra={"reason": exc.reason, "detail": exc.detail, "path": request.url.path}
             )
             raise ClientError(
-                401, "authentication failed", {"WWW-Authenticate": www_authenticate(exc.reason)}
+                401,
+                f"authentication failed: {REASONS[exc.reason]}",  # fixed phrases only, never token bytes
+                {"WWW-Authenticate": www_authenticate(exc.reason)},
             ) from None
-        return Caller.from_claims(claims)
 
     async def read_json(request: Request, limit: int | None = None) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -305,8 +244,6 @@ def create_app(
     @app.get("/cds-services")
     async def discovery(request: Request) -> Response:
         await authenticate(request, [f"{state.base_url(request)}/cds-services"])
-        if settings.auth_mode == "off":
-            log.warning("discovery served with authentication OFF")
         body = DiscoveryResponse(services=_descriptors(state.services))
         return Response(
             orjson.dumps(body.model_dump(mode="json", exclude_none=True)), media_type="application/json"
@@ -317,7 +254,7 @@ def create_app(
         started = time.perf_counter()
         received = state.clock()
         base = state.base_url(request)
-        caller = await authenticate(request, [f"{base}/cds-services/{service_id}"])
+        claims = await authenticate(request, [f"{base}/cds-services/{service_id}"])
         svc = service_or_404(service_id)
         raw = await read_json(request)
         if not isinstance(raw, dict):
@@ -333,15 +270,23 @@ def create_app(
         problems = context_problems(req.hook, req.context)
         if problems:
             raise ClientError(400, "; ".join(problems))
+        allowed = state.allowed_fhir_servers(claims)
+        if req.fhirServer is not None:
+            # Before anything is fetched: a base this caller may not name is refused outright (issue 16).
+            try:
+                check_fhir_server(req.fhirServer, allowed, token=req.fhirAuthorization is not None)
+            except FhirServerRefused as exc:
+                raise ClientError(exc.status, exc.reason) from None
         try:
             result = await invoke(
                 svc,
                 req,
-                client=state.http,
+                client=state.fhir,
                 limits=state.limits,
                 now=received,
                 base_url=base,
                 library=state.library,
+                allowed_fhir_servers=allowed,
             )
         except PrefetchUnobtainable as exc:
             state.metrics.requests_total.labels(service=svc.id, hook=req.hook, status="412").inc()
@@ -350,6 +295,7 @@ def create_app(
             ) from None
         # In memory only (signed token, card link); the snapshot row is written off the response path.
         attach_checklist_link(state, svc.id, result, base)
+        caller = Caller.from_claims(claims)
         pid = req.context.get("patientId")
         patient = patient_hash(state.hash_key, pid) if isinstance(pid, str) else None
         remembered = await state.memory.apply(
@@ -371,14 +317,15 @@ def create_app(
             state.writer.submit(state.audit_writes, record)
         except RuntimeError:  # shutting down this very moment: write it here rather than lose it
             await anyio.to_thread.run_sync(write_now, state.store, state.audit_writes, record)
-        return Response(body, media_type="application/json")
+        return Response(body, media_type="application/json", headers=NO_STORE)
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:
         base = state.base_url(request)
-        caller = await authenticate(
+        claims = await authenticate(
             request, [f"{base}/cds-services/{service_id}/feedback", f"{base}/cds-services/{service_id}"]
         )
+        caller = Caller.from_claims(claims)
         svc = service_or_404(service_id)
         raw = await read_json(request, MAX_FEEDBACK_BODY_BYTES)
         try:
@@ -407,7 +354,9 @@ def create_app(
             state.metrics.feedback_total.labels(outcome=item.outcome).inc()
         access_log.info("feedback stored", extra={"service": svc.id, "items": len(fb.feedback), "new": new})
         return Response(
-            orjson.dumps({"received": len(fb.feedback), "stored": new}), media_type="application/json"
+            orjson.dumps({"received": len(fb.feedback), "stored": new}),
+            media_type="application/json",
+            headers=NO_STORE,
         )
 
     @app.get("/openapi.yaml", include_in_schema=False)
@@ -417,7 +366,13 @@ def create_app(
         return Response(OPENAPI_FILE.read_bytes(), media_type="application/yaml")
 
     app.include_router(
-        ops_router(lambda: state.store, lambda: state.metrics, lambda: _readiness(state)),
+        ops_router(
+            lambda: state.store,
+            lambda: state.metrics,
+            lambda: _readiness(state),
+            fhir_check=state.fhir.check,
+            metrics_token=settings.metrics_token,
+        ),
     )
     _include_docs(app, state)
     if settings.demo:
@@ -433,8 +388,6 @@ def _include_demo(app: FastAPI, state: State) -> None:
 
 
 def _include_docs(app: FastAPI, state: State) -> None:
-    from cds_service.docs_pages import docs_router
-
     app.include_router(docs_router(state))
     from cds_service.smart.routes import smart_router  # issue 20: the checklist as a SMART app
 
@@ -474,8 +427,18 @@ def _observe(
         duration_ms=round(duration * 1000, 2),
         rules=result.rule_ids,
         fhir={k: o.label() for k, o in result.outcomes.items()},
+        ignored=_ignored(result) or None,
         patient=patient_hash(state.hash_key, pid) if isinstance(pid, str) else None,
     )
+
+
+def _ignored(result: InvocationResult) -> dict[str, int]:
+    """Resources left out as evidence (V2.4/V2.10): another patient's, or dated after the request time."""
+    facts = result.hook_input.facts if result.hook_input is not None else None
+    if facts is None:
+        return {}
+    counts = {"other-patient": facts.wrong_patient, "future-dated": facts.future_dated}
+    return {k: v for k, v in counts.items() if v}
 
 
 def _audit_record(
@@ -510,39 +473,15 @@ def _audit_record(
         patient_hash=patient,
         # Cards memory left out are kept (marked "omitted"): the report counts what memory spared.
         cards=[row(c) for c in [*result.cards, *remembered.omitted]],
-        fhir_outcomes={k: o.label() for k, o in result.outcomes.items()},
         issuer=caller.issuer,
         tenant=caller.tenant,
+        # The counts of ignored resources ride in the outcomes map (no schema change): "ignored:other-patient"
+        # → "2". They are about the FHIR data the call read, which is what this map records.
+        fhir_outcomes={
+            **{k: o.label() for k, o in result.outcomes.items()},
+            **{f"ignored:{k}": str(v) for k, v in _ignored(result).items()},
+        },
     )
-
-
-class AuditWrites:
-    """Audit records on the writer thread, after the response: the audit write never delays the clinician.
-
-    Batched into the writer's transactions (`Store.write_audits`); one that cannot be stored even on its own
-    is reported here.
-    """
-
-    what = "audit record"
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def write(self, store: Store, conn: Connection, records: Sequence[AuditRecord]) -> None:
-        store.write_audits(conn, records)
-
-    def failed(self, record: AuditRecord, exc: Exception) -> None:
-        if isinstance(exc, StoreUnavailable):
-            self._metrics.audit_write_failures_total.inc()
-            # Degrade to the log so the record is not lost (no PHI in it: the patient id is a keyed hash).
-            log.warning(
-                "audit store unavailable; audit record logged instead",
-                extra={"audit": {**record.__dict__, "received_at": record.received_at.isoformat()}},
-            )
-        else:  # a bug, not the database: say so, with the record's id, rather than lose it silently
-            log.exception(
-                "audit write failed", exc_info=exc, extra={"audit_hook_instance": record.hook_instance}
-            )
 
 
 def __getattr__(name: str) -> Any:

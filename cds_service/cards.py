@@ -3,7 +3,8 @@
 Adds a uuid to every card and suggestion, the source (label, the rule's documentation page, the rule id
 as topic), the `org.va-cds.*` extensions, default override reasons on warning/critical cards, and
 validates the whole card with the strict wire model. Cards come back sorted critical first, at most one
-per rule, each with its evidence fingerprint (`cds_service.memory.fingerprint`).
+per rule, each order suggested once per response (`cds_service.suggestions`), each with its evidence
+fingerprint (`cds_service.memory.fingerprint`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from cds_service.contracts import DEFAULT_OVERRIDE_REASONS, INDICATOR_ORDER, CardSpec
 from cds_service.memory.fingerprint import with_fingerprint
 from cds_service.models import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
+from cds_service.suggestions import dedupe_suggestions
 
 RULE_SYSTEM = "https://va-cds.org/fhir/CodeSystem/rule"
 OVERRIDE_SYSTEM = "https://va-cds.org/fhir/CodeSystem/override-reason"
@@ -94,11 +96,13 @@ def build_card(spec: CardSpec, base_url: str) -> Card:
 
 
 def build_cards(specs: Iterable[CardSpec], base_url: str) -> list[Card]:
-    """At most one card per rule (the most severe wins), sorted critical → warning → info."""
+    """At most one card per rule (the most severe wins), sorted critical → warning → info, and each order
+    suggested at most once per response, on the most severe card that offers it (V2.7)."""
     by_rule: dict[str, CardSpec] = {}
     for spec in specs:
         held = by_rule.get(spec.rule_id)
         if held is None or INDICATOR_ORDER[spec.indicator] < INDICATOR_ORDER[held.indicator]:
             by_rule[spec.rule_id] = spec
     ordered = sorted(by_rule.values(), key=lambda s: INDICATOR_ORDER[s.indicator])  # stable within a level
-    return [with_fingerprint(build_card(s, base_url)) for s in ordered]  # fingerprint: alert memory
+    # fingerprint: alert memory
+    return [with_fingerprint(build_card(s, base_url)) for s in dedupe_suggestions(ordered)]

@@ -17,6 +17,18 @@ from typing import Any, Literal
 from fhir_mappings.facts import ClinicalFacts, Evidence
 
 Indicator = Literal["info", "warning", "critical"]
+# The pseudo prefetch key under which the core reports Medications it fetched for medicationReferences the
+# request did not resolve (cds_service.medication_refs): a failed fetch makes `sys.data-unavailable` name the
+# medication checks (V2.4).
+MEDICATION_REFS_KEY = "medicationReferences"
+# Checks fed by sources the core adds itself (not prefetch keys); `data_unavailable_card` names them for every
+# family, so no family has to list them.
+CORE_CHECKS_BY_KEY: Mapping[str, tuple[str, ...]] = {
+    MEDICATION_REFS_KEY: (
+        "Medications named only by a reference the EHR did not send (anticoagulant/antiplatelet review): "
+        "the Medication could not be fetched",
+    ),
+}
 INDICATOR_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 
 

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
@@ -38,10 +38,8 @@ from cds_service.checklist.storage import Snapshot
 from cds_service.contracts import RuleDoc, ServiceDefinition
 from cds_service.memory.recall import AlertMemory
 from cds_service.persistence import StoreUnavailable
+from cds_service.state import State
 from hooks.policy import Policy
-
-if TYPE_CHECKING:
-    from cds_service.app import State
 
 log = logging.getLogger("va_cds.pages")
 
@@ -333,8 +331,8 @@ def docs_router(state: State) -> APIRouter:
         found = await snapshot_for(request, token)
         if isinstance(found, HTMLResponse):
             return found
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
+        body = await _read_limited(request, MAX_FORM_BYTES)
+        if body is None:
             return message(request, 413, "Form too large", "The checklist form was too large to export.")
         parsed = _parse_answers(request.headers.get("content-type", ""), body)
         if parsed is None:
@@ -373,6 +371,19 @@ def docs_router(state: State) -> APIRouter:
         return Response(data, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
 
     return router
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed `limit` (declared or streamed): never all of it."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _parse_answers(content_type: str, body: bytes) -> tuple[set[str], dict[str, str]] | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cds_service.auth.fhir_servers import is_fhir_id
+
 
 @dataclass(frozen=True, slots=True)
 class HookSpec:
@@ -83,6 +85,13 @@ def context_problems(hook: str, context: dict[str, Any]) -> list[str]:
         value = context.get(name)
         if isinstance(value, str) and "/" in value:
             problems.append(f"context.{name} must be a bare id, not a reference")
+        elif isinstance(value, str) and value.strip() and not is_fhir_id(value):
+            # These fill prefetch queries: "1&_count=99999" or ".." would change the query, not fill it.
+            problems.append(f"context.{name} must be a FHIR id (1-64 of A-Z a-z 0-9 - .)")
+    if isinstance(user, str) and "/" in user:
+        ident = user.partition("/")[2]
+        if ident and not is_fhir_id(ident):
+            problems.append("context.userId must end in a FHIR id (1-64 of A-Z a-z 0-9 - .)")
     if "draftOrders" in spec.required and "draftOrders" in context:
         orders = context["draftOrders"]
         if not isinstance(orders, dict) or orders.get("resourceType") != "Bundle":

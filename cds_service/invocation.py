@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 
 from cds_service.cards import build_cards
-from cds_service.contracts import CardSpec, HookInput, ServiceDefinition
+from cds_service.contracts import MEDICATION_REFS_KEY, CardSpec, HookInput, ServiceDefinition
+from cds_service.fhir_client import FhirPool
+from cds_service.medication_refs import fetch_medications
 from cds_service.models import Card, HookRequest
 from cds_service.prefetch import FetchLimits, KeyOutcome, resolve
 from fhir_mappings.extract import extract_facts
@@ -87,7 +89,14 @@ def evaluate_with_input(
     ctx = req.context
     inp: HookInput | None = None
     try:
-        facts = extract_facts(resources, draft_order_resources(ctx), library)
+        pid = ctx.get("patientId")
+        facts = extract_facts(
+            resources,
+            draft_order_resources(ctx),
+            library,
+            patient_id=pid if isinstance(pid, str) and pid else None,
+            now=now,
+        )
         inp = HookInput(
             hook=req.hook,
             hook_instance=req.hookInstance,
@@ -109,11 +118,12 @@ async def invoke(
     service: ServiceDefinition,
     req: HookRequest,
     *,
-    client: httpx.AsyncClient,
+    client: FhirPool | httpx.AsyncClient,
     limits: FetchLimits,
     now: datetime,
     base_url: str,
     library: ValueSetLibrary | None = None,
+    allowed_fhir_servers: frozenset[str] | None = None,
 ) -> InvocationResult:
     """Run one hook call. Raises PrefetchUnobtainable (→ 412) when required data cannot be had."""
     started = time.perf_counter()
@@ -121,10 +131,32 @@ async def invoke(
         return InvocationResult(cards=[], skipped=True)
     token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
     outcomes = await resolve(
-        service.prefetch, req.hook, req.context, req.prefetch, req.fhirServer, token, client, limits
+        service.prefetch,
+        req.hook,
+        req.context,
+        req.prefetch,
+        req.fhirServer,
+        token,
+        client,
+        limits,
+        allowed_fhir_servers,
     )
-    fetched = time.perf_counter()
     resources = [r for o in outcomes.values() if o.available for r in o.resources]
+    # V2.4: a medication named only by a reference the request did not resolve is fetched, never guessed.
+    medications, med_outcome = await fetch_medications(
+        resources,
+        draft_order_resources(req.context),
+        fhir_server=req.fhirServer,
+        access_token=token,
+        client=client,
+        limits=limits,
+        seconds_left=limits.deadline_s - (time.perf_counter() - started),
+        allowed=allowed_fhir_servers,  # the same allowlist as the prefetch (issue 16)
+    )
+    if med_outcome is not None:
+        outcomes[MEDICATION_REFS_KEY] = med_outcome
+        resources.extend(medications)
+    fetched = time.perf_counter()
     unavailable = frozenset(k for k, o in outcomes.items() if not o.available)
     specs, inp = evaluate_with_input(service, req, resources, unavailable, now, library)
     cards = build_cards(specs, base_url)

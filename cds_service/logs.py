@@ -120,8 +120,8 @@ def configure_logging(level: str) -> None:
     """Install the JSON formatter and redaction filter on the root and uvicorn loggers.
 
     Idempotent. Other handlers on the root logger (e.g. pytest's capture) are left alone; uvicorn's
-    own loggers get only ours and stop propagating, to avoid duplicate lines. Run uvicorn with
-    `log_config=None` so it does not reinstall its plain-text handlers afterwards.
+    own loggers get only ours and stop propagating, to avoid duplicate lines, and `uvicorn.access` is
+    silenced. Run uvicorn with `log_config=None` so it does not reinstall its plain-text handlers afterwards.
     """
     handler = _VaCdsHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -132,11 +132,19 @@ def configure_logging(level: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         lg = logging.getLogger(name)
         lg.handlers = [handler]
         lg.propagate = False
         lg.setLevel(level.upper())
+    # uvicorn's access log records every URL, and checklist URLs carry their token (a capability): it stays
+    # silent whatever uvicorn was told (`uvicorn app:app` logs access by default). Our own per-request JSON
+    # line (no tokens, no patient ids) replaces it.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = [logging.NullHandler()]
+    access.propagate = False
+    access.setLevel(logging.CRITICAL + 1)
+    access.disabled = True
     # httpx logs every request URL at INFO and httpcore at DEBUG; FHIR URLs carry patient ids
     # (`Patient/123`, `?patient=123`), which no filter can recognise. Our own code logs fetch outcomes.
     for name in _URL_LOGGERS:
@@ -161,6 +169,7 @@ REQUEST_FIELDS = (
     "duration_ms",
     "rules",
     "fhir",
+    "ignored",  # resources left out as evidence: {"other-patient": n, "future-dated": n} (V2.4/V2.10)
     "patient",
 )
 _SECRET_KEY_RE = re.compile(r"token|authori[sz]ation|jwt|secret|password|bearer|credential|api_?key", re.I)

@@ -38,6 +38,11 @@ class Metrics:
             ["key", "reason"],
             registry=r,
         )
+        self.fhir_client_recreated_total = Counter(
+            "va_cds_fhir_client_recreated",
+            "FHIR clients replaced by the watchdog because their connection pool had leaked slots",
+            registry=r,
+        )
         self.jwt_rejections_total = Counter(
             "va_cds_jwt_rejections", "Requests refused by JWT verification", ["reason"], registry=r
         )

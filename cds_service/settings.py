@@ -45,6 +45,24 @@ class Settings(BaseSettings):
     fhir_deadline_s: float = Field(default=3.0, gt=0, le=60, description="One deadline for all FHIR fetches")
     fhir_max_pages: int = Field(default=5, ge=1, le=100, description="Pages followed per prefetch search")
     fhir_max_bytes: int = Field(default=20_000_000, ge=1_000, description="Largest FHIR response read")
+    # Issue 16: one hook call may not read more than this from FHIR, across all keys and pages.
+    fhir_max_call_bytes: int = Field(
+        default=40_000_000, ge=1_000, description="Most FHIR bytes read for one hook call, all keys and pages"
+    )
+    fhir_max_connections: int = Field(
+        default=64, ge=1, le=1000, description="FHIR fetches in flight per process (= connection pool size)"
+    )
+    fhir_call_concurrency: int = Field(
+        default=16, ge=1, le=100, description="FHIR fetches in flight for one hook call"
+    )
+    fhir_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        # Hook calls' fhirServer and SMART launches' iss (issue 20) alike.
+        description="FHIR base URLs calls may name when auth is off (comma-separated; trust file otherwise)",
+    )
+    metrics_token: str | None = Field(
+        default=None, description="If set, GET /metrics requires 'Authorization: Bearer <this token>'"
+    )
     max_body_bytes: int = Field(default=16_000_000, ge=1_000, description="Largest request body accepted")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed browser origins, comma-separated; '*' allows any"
@@ -54,10 +72,6 @@ class Settings(BaseSettings):
         description="Secret for the keyed hash of patient ids in audit/logs (random per start if unset)",
     )
     checklist_ttl_s: int = Field(default=8 * 3600, ge=60, description="Lifetime of checklist page links")
-    fhir_servers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="FHIR base URLs trusted when no trust file lists them (auth off), comma-separated",
-    )
     # SMART App Launch (issue 20): the checklist as a SMART app; off unless a client id is set.
     smart_client_id: str | None = Field(default=None, description="OAuth client id registered with the EHR")
     smart_client_secret: str | None = Field(

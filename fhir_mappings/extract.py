@@ -3,6 +3,11 @@
 Reads parsed dicts directly (no fhir.resources validation: ~0.3 ms per resource is too slow for a prefetch),
 selects resources by code first and builds facts only for matches. Anything malformed is reported in
 `ClinicalFacts.problems`; `extract_facts` never raises.
+
+What counts (catalog v2, V2.4/V2.10/V2.11): a resource naming another patient than the context's is left out
+and counted (`wrong_patient`), as is one whose clinical time lies after the request time (`future_dated`);
+preliminary results count and say so; a numeric valueString is a value; a medication named by a reference
+nothing resolves is recorded as unidentified, never as "no such drug". Every time is timezone-aware UTC.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .dates import parse_fhir_datetime
@@ -49,6 +54,18 @@ MAX_BUNDLE_DEPTH = 8
 MAX_TEXT = 20_000  # characters of report text read per resource
 
 VA = "vertebral-augmentation"
+POSTERIOR_WALL = "retropulsion"  # value set id: retropulsion / posterior wall / canal compromise
+NON_SPINAL_DEFICIT = "hemiplegia-stroke"
+# V2.12: hemiplegia and stroke sequelae are never a spinal-pattern deficit, whatever words they share with one
+# ("paralytic syndrome as late effect of stroke" is not "paralysis" of the legs).
+_SPINAL_PATTERN = frozenset({"new-motor-deficit"})
+
+
+def _condition_concepts(hits: Iterable[Hit]) -> frozenset[str]:
+    concepts = frozenset(h.concept for h in hits)
+    return concepts - _SPINAL_PATTERN if NON_SPINAL_DEFICIT in concepts else concepts
+
+
 NEURO_EXAM = "neuro-exam"
 
 _MED_CATS = frozenset({"medication"})
@@ -58,7 +75,8 @@ _MEAS_CATS = frozenset({"measurement"})
 _PROC_CATS = frozenset({"procedure", "order"})
 _ORDER_CATS = frozenset({"procedure", "order", "measurement"})
 
-_RESULT_OK = frozenset({"final", "amended", "corrected"})
+# V2.4: preliminary counts (shown as such); registered/cancelled/entered-in-error/unknown never do.
+_RESULT_OK = frozenset({"final", "amended", "corrected", "preliminary"})
 _REPORT_OK = frozenset({"final", "amended", "corrected", "appended"})
 _MR_ACTIVE = frozenset({"active", "on-hold"})
 _MR_INTENTS = frozenset({"order", "plan", "original-order", "reflex-order", "filler-order", "instance-order"})
@@ -67,6 +85,42 @@ _COND_ACTIVE = frozenset({"active", "recurrence", "relapse"})
 _IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _APPT_OK = frozenset({"booked", "arrived", "pending", "proposed", "checked-in"})
 _FOLLOWUP_7TH = frozenset("DGKPS")
+# A clinical time later than now is a data error (V2.10), but EHR and service clocks drift: a vital signed a
+# minute "in the future" by a fast EHR clock is still real evidence, so only times beyond this are dropped.
+FUTURE_TOLERANCE = timedelta(minutes=10)
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/?#]+)(?:/_history/[^/]*)?/?$")
+_NUMERIC_STRING = re.compile(r"^\s*(<=|>=|<|>)?\s*([-+]?\d+(?:[.,]\d+)?)\s*$")
+# Dose forms and routes that never act systemically (V2.10): on an antithrombotic they are not antithrombotic.
+_LOCAL_FORM = re.compile(
+    r"\b(?:topical\w*|ophthalmic|ocular|otic|auricular|nasal|intranasal|nasally|cutaneous|(?<!trans)dermal"
+    r"|cream|ointment|gel|lotion|eye|eyes|ear|ears|conjunctival)\b",
+    re.IGNORECASE,
+)
+# Worded as long-standing (ConditionFact.chronic): never a new deficit (V2.5/V2.12).
+_CHRONIC_CONDITION = re.compile(
+    r"\b(?:chronic|long[\s-]?standing|longstanding|sequela[e]?|late\s+effects?|residual|history\s+of|remote"
+    r"|congenital|since\s+(?:childhood|birth|\d{4}))\b|(?<!year )(?<!years )\bold\b(?!-)",
+    re.IGNORECASE,
+)
+_MG = {"mg": 1.0, "milligram": 1.0, "milligrams": 1.0, "g": 1000.0, "gram": 1000.0, "mcg": 0.001, "ug": 0.001}
+_IU = frozenset(
+    {"[iu]", "iu", "[iu]/dose", "u", "unit", "units", "[u]", "international unit", "international units"}
+)
+_PER_DAY = {"s": 86400.0, "min": 1440.0, "h": 24.0, "d": 1.0, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}
+_TIMING_CODES = {
+    "QD": 1.0,
+    "BID": 2.0,
+    "TID": 3.0,
+    "QID": 4.0,
+    "Q4H": 6.0,
+    "Q6H": 4.0,
+    "Q8H": 3.0,
+    "Q12H": 2.0,
+    "Q24H": 1.0,
+    "QOD": 0.5,
+    "AM": 1.0,
+    "PM": 1.0,
+}
 _NON_SYMPTOM_OBS_CATEGORIES = frozenset(
     {"laboratory", "vital-signs", "social-history", "imaging", "procedure"}
 )
@@ -130,6 +184,12 @@ _CHRONIC = re.compile(
 )
 _NEG_CULTURE = re.compile(
     r"\bno\s+growth\b|\bnegative\b|\bnot\s+detected\b|\bno\s+(?:organisms?|bacteria)\b|\bsterile\b|\bno\s+isolate",
+    re.IGNORECASE,
+)
+# A culture still running names no organism: never positive (V2.5), whatever else the text says.
+_PENDING_CULTURE = re.compile(
+    r"\bpending\b|\bin\s+progress\b|\bincubating\b|\bto\s+follow\b|\bnot\s+yet\b|\bno\s+growth\s+to\s+date\b"
+    r"|\bpreliminary\b|\bawaiting\b|\bsee\s+(?:note|report|comment)\b",
     re.IGNORECASE,
 )
 _POS_INTERP = frozenset({"POS", "A", "AA", "H", "HH", "DET", "HU"})
@@ -274,11 +334,131 @@ def imaging_findings(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
+def _encounter_class(value: Any) -> str | None:
+    """Encounter.class code, uppercase: a Coding (R4), or a CodeableConcept / list of them (R5 senders)."""
+    candidates = _l(value) if isinstance(value, list) else [value]
+    for item in candidates:
+        d = _d(item)
+        if d is None:
+            continue
+        code = _s(d.get("code"))
+        if code:
+            return code.strip().upper()
+        for coding in _l(d.get("coding")):
+            code = _s(_get(coding, "code"))
+            if code:
+                return code.strip().upper()
+    return None
+
+
+def _says_chronic(texts: Iterable[str]) -> bool:
+    """Worded as chronic, old, long-standing or a sequela (and not negated: "not chronic")."""
+    for text in texts:
+        for m in _CHRONIC_CONDITION.finditer(text):
+            if not is_negated(text, m.start(), m.end()):
+                return True
+    return False
+
+
+def _number_string(value: Any) -> float | None:
+    """A numeric valueString ("2.8", "< 0.5") as a number (V2.11); None for words ("see note")."""
+    text = _s(value)
+    if text is None:
+        return None
+    m = _NUMERIC_STRING.match(text)
+    if m is None:
+        return None
+    try:
+        return _num(float(m.group(2).replace(",", ".")))
+    except ValueError:
+        return None
+
+
+def _per_day(timing: Any) -> float | None:
+    """Administrations per day from a Timing (repeat.frequency/period/periodUnit, or a timing code)."""
+    t = _d(timing)
+    if t is None:
+        return None
+    repeat = _d(t.get("repeat"))
+    if repeat is not None:
+        freq = _num(repeat.get("frequencyMax")) or _num(repeat.get("frequency"))
+        period = _num(repeat.get("period"))
+        unit = _s(repeat.get("periodUnit"))
+        if freq is None and (period is not None or unit is not None):
+            freq = 1.0
+        if freq is not None and period is None and unit is None:
+            return None  # "twice" but per what: unreadable
+        if freq is not None:
+            per = _PER_DAY.get(unit or "d")
+            if per is None or period is None or period <= 0:
+                return None
+            return freq * per / period
+    code_cc = _d(t.get("code"))
+    if code_cc is not None:
+        for coding in _l(code_cc.get("coding")):
+            code = _s(_get(coding, "code"))
+            if code and code.upper() in _TIMING_CODES:
+                return _TIMING_CODES[code.upper()]
+    return None
+
+
+def _daily_dose(dosages: list[Any]) -> tuple[float | None, str | None]:
+    """Total dose per day over the dosage instructions, in mg or [iU]; (None, None) if any part is unreadable.
+
+    Only structured dosage is read (doseQuantity × administrations per day); a dose range, a weight-based
+    unit (mg/kg), an as-needed dose or a missing frequency makes the whole dose unreadable (V2.12: the
+    therapeutic hold then applies).
+    """
+    total = 0.0
+    unit_out: str | None = None
+    found = False
+    for dosage in dosages:
+        d = _d(dosage)
+        if d is None:
+            continue
+        if d.get("asNeededBoolean") is True or d.get("asNeededCodeableConcept") is not None:
+            return None, None
+        dose_q: dict[str, Any] | None = None
+        for dr in _l(d.get("doseAndRate")):
+            dose_q = _d(_get(dr, "doseQuantity"))
+            if dose_q is not None:
+                break
+        if dose_q is None:
+            if d.get("doseAndRate") or _s(d.get("text")):
+                return None, None  # a dose is given, but not as a single quantity
+            continue
+        value = _num(dose_q.get("value"))
+        raw_unit = (_s(dose_q.get("code")) or _s(dose_q.get("unit")) or "").strip().lower()
+        if raw_unit in _MG:
+            unit, factor = "mg", _MG[raw_unit]
+        elif raw_unit in _IU:
+            unit, factor = "[iU]", 1.0
+        else:
+            return None, None
+        per_day = _per_day(d.get("timing"))
+        if value is None or per_day is None or (unit_out is not None and unit != unit_out):
+            return None, None
+        total += value * factor * per_day
+        unit_out = unit
+        found = True
+    return (round(total, 3), unit_out) if found else (None, None)
+
+
 # ---------------------------------------------------------------------- the extractor
 class _Extractor:
-    def __init__(self, lib: ValueSetLibrary) -> None:
+    def __init__(
+        self, lib: ValueSetLibrary, patient_id: str | None = None, now: datetime | None = None
+    ) -> None:
         self.lib = lib
         self.facts = ClinicalFacts()
+        self.patient_id = patient_id or None
+        self.now = now if now is not None else datetime.now(UTC)
+        self.latest_allowed = self.now + FUTURE_TOLERANCE
+        self.patient_urls: set[str] = (
+            set()
+        )  # fullUrls of the context patient's Patient entries (urn:uuid refs)
+        self.other_patients: set[str] = set()  # ids / fullUrls of Patient resources of other patients
+        self._verdicts: dict[str, bool | None] = {}  # subject reference → names another patient?
         self.by_ref: dict[str, dict[str, Any]] = {}
         self.handlers: dict[str, Callable[[dict[str, Any], str, bool], None]] = {
             "Patient": self.patient,
@@ -381,6 +561,11 @@ class _Extractor:
             if full_url:
                 self.by_ref[full_url] = item
             return
+        if rt == "Patient" and self.patient_id is not None:
+            mine = rid == self.patient_id
+            for name in (rid, full_url):
+                if name:
+                    (self.patient_urls if mine else self.other_patients).add(name)
         out.append((ref, item))
 
     def run(self, items: list[tuple[str, dict[str, Any]]], draft: bool) -> None:
@@ -388,10 +573,58 @@ class _Extractor:
             handler = self.handlers.get(str(r.get("resourceType")))
             if handler is None:
                 continue
+            if self.other_patient(r):
+                # V2.4: another patient's resource is neither evidence nor reassurance; counted for the audit.
+                self.facts.wrong_patient += 1
+                self.problem(f"{ref}: names another patient than the one in context; ignored")
+                continue
             try:
                 handler(r, ref, draft)
             except Exception as exc:  # a malformed resource must never break the request
                 self.problem(f"{ref}: could not read ({exc.__class__.__name__}: {exc})")
+
+    def other_patient(self, r: Mapping[str, Any]) -> bool:
+        """True when the resource is, or is about, another patient than context.patientId (V2.4).
+
+        Only a reference that clearly names a patient is judged (`Patient/<id>`, an absolute URL ending so,
+        or a bundle-internal urn naming another Patient entry); identifier-only or unknown references stay.
+        """
+        if self.patient_id is None:
+            return False
+        if r.get("resourceType") == "Patient":
+            rid = _s(r.get("id"))
+            return rid is not None and rid != self.patient_id
+        for key in ("subject", "patient"):
+            holder = r.get(key)
+            target = holder.get("reference") if isinstance(holder, dict) else None
+            if not isinstance(target, str):
+                continue
+            verdict = self._verdicts.get(target)
+            if verdict is None:  # a record names its patient the same way thousands of times: judge it once
+                verdict = self._names_other_patient(target)
+                self._verdicts[target] = verdict
+            if verdict is not None:
+                return verdict
+        return False
+
+    def _names_other_patient(self, target: str) -> bool | None:
+        """True/False when the reference names another / this patient; None when it names no patient."""
+        m = _PATIENT_REF.search(target.strip())
+        if m is not None:
+            return m.group(1) != self.patient_id
+        if target.startswith("urn:"):
+            if target in self.patient_urls or target.rsplit(":", 1)[-1] == self.patient_id:
+                return False
+            return target in self.other_patients
+        return None
+
+    def future(self, t: datetime | None, ref: str, what: str) -> bool:
+        """True (counted, reported) when a clinical time is after now: a data error, not evidence (V2.10)."""
+        if t is None or t <= self.latest_allowed:
+            return False
+        self.facts.future_dated += 1
+        self.problem(f"{ref}: {what} {t.isoformat()} is after the request time; ignored")
+        return True
 
     def when(self, value: Any, ref: str, what: str) -> datetime | None:
         if value is None:
@@ -412,7 +645,18 @@ class _Extractor:
             g if g in ("male", "female", "other", "unknown") else "unknown"
         )
         summary = f"{sex}, born {_date_str(birth)}" if birth else f"{sex}, birth date unknown"
-        self.facts.patient = PatientFact(Evidence(ref, summary), birth, sex)
+        deceased_on = self.when(r.get("deceasedDateTime"), ref, "deceasedDateTime")
+        # V2.4: deceasedBoolean true, or a death date not after now (a future death date is a data error).
+        deceased = r.get("deceasedBoolean") is True or (deceased_on is not None and deceased_on <= self.now)
+        if deceased:
+            summary += f", died {_date_str(deceased_on)}" if deceased_on else ", recorded as deceased"
+        self.facts.patient = PatientFact(
+            Evidence(ref, summary),
+            birth,
+            sex,
+            deceased=deceased,
+            deceased_on=deceased_on if deceased else None,
+        )
 
     def encounter(self, r: dict[str, Any], ref: str, draft: bool) -> None:
         status = _s(r.get("status")) or "unknown"
@@ -423,13 +667,16 @@ class _Extractor:
         end = self.when(period.get("end"), ref, "period.end")
         types = [t for t in _l(r.get("type"))]
         label = _display(*types, fallback="Encounter")
+        class_code = _encounter_class(r.get("class"))
+        shown = f" [{class_code}]" if class_code else ""
         self.facts.encounters.append(
             EncounterFact(
-                Evidence(ref, f"{label} ({status}) {_date_str(start)}"),
+                Evidence(ref, f"{label} ({status}){shown} {_date_str(start)}"),
                 id=_s(r.get("id")) or ref,
                 status=status,
                 start=start,
                 end=end,
+                class_code=class_code,
             )
         )
 
@@ -451,13 +698,52 @@ class _Extractor:
                 found = self.by_ref.get(f"{parts[-2]}/{parts[-1]}")
         return found
 
+    def unidentified(
+        self,
+        r: Mapping[str, Any],
+        ref: str,
+        med_ref: Any,
+        status: str,
+        authored: datetime | None,
+        named: str | None,
+    ) -> None:
+        """An active medication whose medicationReference could not be resolved (V2.4): never reassuring.
+
+        Not recorded when the reference's display names a drug the value sets know (it is then read as that
+        drug); a display that matches nothing must not read as "no antithrombotic".
+        """
+        if named and self.lib.match_text(named, _MED_CATS):
+            return  # the display names a known drug: identified by text, read as that drug
+        target = _s(_get(med_ref, "reference")) or "no reference"
+        label = f"'{named}'" if named else target
+        since = f", since {_date_str(authored)}" if authored else ""
+        self.facts.unidentified_medications.append(
+            Evidence(
+                ref, f"{r.get('resourceType')}: medication {label} could not be identified ({status}{since})"
+            )
+        )
+
     def medication(self, r: dict[str, Any], ref: str, draft: bool) -> None:
         rt = str(r.get("resourceType"))
         status = _s(r.get("status")) or "unknown"
         if status in ("entered-in-error", "cancelled", "not-taken"):
             return
+        if rt == "MedicationRequest":
+            intent = r.get("intent")
+            active = (not draft) and status in _MR_ACTIVE and (intent is None or intent in _MR_INTENTS)
+            authored = self.when(r.get("authoredOn"), ref, "authoredOn")
+        else:
+            active = (not draft) and status in _MS_ACTIVE
+            period = _d(r.get("effectivePeriod")) or {}
+            effective = r.get("effectiveDateTime") or period.get("start")
+            authored = self.when(effective or r.get("dateAsserted"), ref, "effective")
+            if effective is not None and status != "intended" and self.future(authored, ref, "effective"):
+                return
         ccs: list[Any] = []
+        forms: list[Any] = []  # Medication.form, dosage routes: a local product is never an antithrombotic
         med_cc = _d(r.get("medicationCodeableConcept"))
+        if med_cc is not None and not (codeable_texts(med_cc) or _l(med_cc.get("coding"))):
+            med_cc = None  # an empty concept names nothing: the reference (if any) decides
         if med_cc is not None:
             ccs.append(med_cc)
         med_ref = r.get("medicationReference")
@@ -470,12 +756,18 @@ class _Extractor:
                         ccs.append({"text": ref_text})
                     else:
                         self.problem(f"{ref}: medicationReference not found in the inputs")
+                    if active:
+                        self.unidentified(r, ref, med_ref, status, authored, named=ref_text)
             else:
                 ccs.append(med.get("code"))
+                forms.append(med.get("form"))
                 for ing in _l(med.get("ingredient")):
                     ingd = _d(ing)
                     if ingd is not None and ingd.get("itemCodeableConcept") is not None:
                         ccs.append(ingd.get("itemCodeableConcept"))
+                if active and not any(codeable_texts(cc) or _l(_get(cc, "coding")) for cc in ccs):
+                    # A Medication that says nothing about what it is identifies nothing.
+                    self.unidentified(r, ref, med_ref, status, authored, named=None)
         if not ccs:
             return
         hits: list[Hit] = []
@@ -485,23 +777,19 @@ class _Extractor:
                     hits.append(h)
         if not hits:
             return
+        dosages = _l(r.get("dosageInstruction")) + _l(r.get("dosage"))
         texts = [t for cc in ccs for t in codeable_texts(cc)]
-        for dose in _l(r.get("dosageInstruction")) + _l(r.get("dosage")):
+        for dose in dosages:
             t = _s(_get(dose, "text"))
             if t:
                 texts.append(t)
+            forms.append(_get(dose, "route"))
+            forms.append(_get(dose, "site"))
         all_text = " ; ".join(texts)
+        form_text = " ; ".join([all_text, *(t for f in forms for t in codeable_texts(f))])
+        dose_form_local = bool(_LOCAL_FORM.search(form_text))
+        daily_dose, dose_unit = _daily_dose(dosages)
         display = clean_text(texts[0]) if texts else "medication"
-        if rt == "MedicationRequest":
-            intent = r.get("intent")
-            active = (not draft) and status in _MR_ACTIVE and (intent is None or intent in _MR_INTENTS)
-            authored = self.when(r.get("authoredOn"), ref, "authoredOn")
-        else:
-            active = (not draft) and status in _MS_ACTIVE
-            period = _d(r.get("effectivePeriod")) or {}
-            authored = self.when(
-                r.get("effectiveDateTime") or period.get("start") or r.get("dateAsserted"), ref, "effective"
-            )
         done: set[tuple[str, str]] = set()
         for h in hits:
             if h.drug_class is None:
@@ -527,6 +815,9 @@ class _Extractor:
                 draft=draft,
                 authored=authored,
                 display=display,
+                daily_dose=daily_dose,
+                dose_unit=dose_unit,
+                dose_form_local=dose_form_local,
             )
             (self.facts.draft_medications if draft else self.facts.medications).append(fact)
 
@@ -546,6 +837,30 @@ class _Extractor:
         return None
 
     def _measure(
+        self,
+        kind: str,
+        holder: Mapping[str, Any],
+        ref: str,
+        time: datetime | None,
+        interp: Any,
+        status: str = "final",
+    ) -> Measurement:
+        m = self._measure_value(kind, holder, ref, time, interp)
+        if status == "final":
+            return m
+        # Kept on the fact, and shown: a preliminary INR reads "INR 2.1 on … (preliminary)" (V2.4).
+        return Measurement(
+            Evidence(m.evidence.reference, f"{m.evidence.summary} ({status})"),
+            m.kind,
+            m.value,
+            m.unit,
+            m.time,
+            m.positive,
+            status=status,
+            unusable=m.unusable,
+        )
+
+    def _measure_value(
         self, kind: str, holder: Mapping[str, Any], ref: str, time: datetime | None, interp: Any
     ) -> Measurement:
         unit = CANONICAL_UNITS.get(kind, "")
@@ -581,8 +896,13 @@ class _Extractor:
                 code = None  # a non-UCUM code: fall back to the unit text
         elif _num(holder.get("valueInteger")) is not None:
             raw = _num(holder.get("valueInteger"))
+        elif holder.get("valueString") is not None:
+            raw = _number_string(holder.get("valueString"))  # "2.8" is readable, "see note" is not (V2.11)
         if raw is None:
             why = "no numeric value"
+            text_value = _s(holder.get("valueString"))
+            if text_value:
+                why = f"value '{clean_text(text_value)[:40]}' is not a number"
             dar = _display(holder.get("dataAbsentReason"))
             if dar:
                 why += f" ({dar})"
@@ -630,6 +950,8 @@ class _Extractor:
         if vs:
             texts.append(vs)
         if texts:
+            if any(_PENDING_CULTURE.search(t) for t in texts):
+                return None
             return not any(_NEG_CULTURE.search(t) for t in texts)
         if vcc is not None and _l(vcc.get("coding")):
             return True  # a coded value with no display: an organism code
@@ -639,6 +961,7 @@ class _Extractor:
         status = r.get("status")
         if status not in _RESULT_OK:
             return
+        status = str(status)
         hits = self.lib.match_codeable(r.get("code"), _MEAS_CATS, text_fallback=False)
         comp_hits: list[tuple[dict[str, Any], list[Hit]]] = []
         components = r.get("component")
@@ -653,15 +976,17 @@ class _Extractor:
             self._observation_finding(r, ref)
             return
         time = self._time(r, ref)
+        if self.future(time, ref, "effective time"):
+            return
         interp = r.get("interpretation")
         for h in hits:
             if h.concept in CANONICAL_UNITS:
-                self.facts.measurements.append(self._measure(h.concept, r, ref, time, interp))
+                self.facts.measurements.append(self._measure(h.concept, r, ref, time, interp, status))
         for cd, ch in comp_hits:
             for h in ch:
                 if h.concept in CANONICAL_UNITS:
                     self.facts.measurements.append(
-                        self._measure(h.concept, cd, ref, time, cd.get("interpretation") or interp)
+                        self._measure(h.concept, cd, ref, time, cd.get("interpretation") or interp, status)
                     )
 
     def _observation_finding(self, r: dict[str, Any], ref: str) -> None:
@@ -690,8 +1015,10 @@ class _Extractor:
         if not hits:
             return
         time = self._time(r, ref)
+        if self.future(time, ref, "effective time"):
+            return
         display = _display(code, vcc, fallback="Observation")
-        cond = frozenset(h.concept for h in hits if h.category == "condition")
+        cond = _condition_concepts(h for h in hits if h.category == "condition")
         proc = frozenset(h.concept for h in hits if h.category != "condition")
         if cond:
             self.facts.conditions.append(
@@ -733,11 +1060,14 @@ class _Extractor:
         active = clinical in _COND_ACTIVE and not abatement_keys
         onset_period = _d(r.get("onsetPeriod")) or {}
         onset = self.when(r.get("onsetDateTime") or onset_period.get("start"), ref, "onset")
-        if onset is None and r.get("recordedDate") is not None:
-            onset = self.when(r.get("recordedDate"), ref, "recordedDate")
+        if self.future(onset, ref, "onset"):
+            return
+        recorded = self.when(r.get("recordedDate"), ref, "recordedDate")
+        if onset is None and recorded is not None:
+            onset = recorded
         ab_period = _d(r.get("abatementPeriod")) or {}
         abatement = self.when(r.get("abatementDateTime") or ab_period.get("start"), ref, "abatement")
-        followup = False
+        followup = sequela = False
         for coding in _l(_get(code, "coding")):
             cd = _d(coding)
             if cd is None or not _s(cd.get("code")) or not _s(cd.get("system")):
@@ -746,7 +1076,12 @@ class _Extractor:
                 c = normalize_code(ICD10CM, str(cd["code"]))
                 if len(c) == 7 and c[-1] in _FOLLOWUP_7TH:
                     followup = True
+                if len(c) == 7 and c[-1] == "S":
+                    sequela = True  # ICD-10-CM 7th character S: a sequela, never a new problem
         display = _display(code, fallback="Condition")
+        chronic = sequela or _says_chronic(
+            [*codeable_texts(code), *_note_texts(r), _s(r.get("onsetString")) or ""]
+        )
         parts = [clinical or "status unknown"]
         if onset:
             parts.append(f"onset {_date_str(onset)}")
@@ -754,15 +1089,19 @@ class _Extractor:
             parts.append(f"resolved {_date_str(abatement)}")
         if followup:
             parts.append("follow-up encounter code")
+        if onset is None and recorded is None:
+            parts.append("undated")
         self.facts.conditions.append(
             ConditionFact(
                 Evidence(ref, f"{display} ({', '.join(parts)})"),
-                concepts=frozenset(h.concept for h in hits),
+                concepts=_condition_concepts(hits),
                 active=active,
                 onset=onset,
                 abatement=abatement,
                 display=display,
                 followup_encounter=followup,
+                recorded=recorded,
+                chronic=chronic,
             )
         )
 
@@ -824,6 +1163,8 @@ class _Extractor:
         else:
             start = self.when(period.get("start"), ref, "performedPeriod.start")
             end = self.when(period.get("end"), ref, "performedPeriod.end")
+        if status != "preparation" and self.future(start, ref, "performed time"):
+            return
         has_level = bool(body_sites) or find_level(code_text, notes) is not None
         has_cement = bool(_l(r.get("usedCode")) or _l(r.get("usedReference"))) or bool(_CEMENT.search(notes))
         has_complications = bool(_l(r.get("complication")) or _l(r.get("complicationDetail"))) or bool(
@@ -866,7 +1207,13 @@ class _Extractor:
             if _d(c) is not None and _s(_d(c).get("code"))  # type: ignore[union-attr]
         )
         period = _d(r.get("occurrencePeriod")) or {}
-        planned = self.when(r.get("occurrenceDateTime") or period.get("start"), ref, "occurrence")
+        events = _l(_get(r.get("occurrenceTiming"), "event"))
+        planned = self.when(
+            r.get("occurrenceDateTime") or period.get("start") or (events[0] if events else None),
+            ref,
+            "occurrence",
+        )
+        priority = _s(r.get("priority"))
         body_text = " ; ".join(t for bs in _l(r.get("bodySite")) for t in codeable_texts(bs))
         code_text = " ; ".join(codeable_texts(code))
         reason_text = " ; ".join(t for rc in _l(r.get("reasonCode")) for t in codeable_texts(rc))
@@ -887,6 +1234,7 @@ class _Extractor:
             level=level,
             region=region,
             display=display,
+            priority=priority.strip().lower() if priority else None,
         )
         (self.facts.draft_orders if draft else self.facts.orders).append(fact)
 
@@ -986,6 +1334,16 @@ class _Extractor:
                     self.problem("presentedForm: undecodable base64 text")
         return out
 
+    def _findings(self, text: str) -> frozenset[str]:
+        """imaging_findings, plus "posterior-wall" when the text documents retropulsion, posterior wall
+        involvement or canal compromise (value set `retropulsion`, negation-aware; V2.5 posterior-wall)."""
+        if not text:
+            return frozenset()
+        found = imaging_findings(text)
+        if any(h.concept == POSTERIOR_WALL for h in self.lib.match_text(text, _COND_CATS)):
+            found = found | {"posterior-wall"}
+        return found
+
     def diagnostic_report(self, r: dict[str, Any], ref: str, draft: bool) -> None:
         status = _s(r.get("status"))
         if status not in _REPORT_OK:
@@ -998,6 +1356,8 @@ class _Extractor:
         if not hits and not _SPINE_WORDS.search(code_text):
             return
         time = self._time(r, ref)
+        if self.future(time, ref, "effective time"):
+            return
         findings_parts = [_s(r.get("conclusion")) or ""]
         for cc in _l(r.get("conclusionCode")):
             findings_parts.extend(codeable_texts(cc))
@@ -1027,7 +1387,7 @@ class _Extractor:
             return
         modality = self._modality(hits, code_text) or "other"
         display = _display(code, fallback="Imaging report")
-        findings = imaging_findings(text) if text else frozenset()
+        findings = self._findings(text)
         self.facts.imaging.append(
             ImagingFact(
                 Evidence(ref, f"{display} on {_date_str(time)}" + (f": {text[:120]}" if text else "")),
@@ -1079,6 +1439,8 @@ class _Extractor:
                 break
         modality = modality or self._modality(hits, joined) or "other"
         time = self.when(r.get("started"), ref, "started")
+        if self.future(time, ref, "started"):
+            return
         notes = " . ".join(_note_texts(r))
         findings_text = clean_text(f"{notes} . {_s(r.get('description')) or ''}")
         display = clean_text(texts[0]) if texts else "Imaging study"
@@ -1088,7 +1450,7 @@ class _Extractor:
                 modality=modality,
                 region=region,
                 time=time,
-                findings=imaging_findings(findings_text),
+                findings=self._findings(findings_text),
                 levels=find_levels(findings_text),
                 display=display,
             )
@@ -1099,15 +1461,22 @@ def extract_facts(
     resources: Iterable[Mapping[str, Any]],
     draft_orders: Iterable[Mapping[str, Any]] = (),
     library: ValueSetLibrary | None = None,
+    *,
+    patient_id: str | None = None,
+    now: datetime | None = None,
 ) -> ClinicalFacts:
     """Typed clinical facts from FHIR R4 resources (Bundles are unwrapped; duplicates by type+id dropped).
 
     `draft_orders` are the CDS Hooks `context.draftOrders` entries: MedicationRequests become
     `draft_medications` (never active), ServiceRequests become `draft_orders`. Never raises: anything
     unreadable is reported in `ClinicalFacts.problems`.
+
+    `patient_id` (context.patientId): resources naming another patient are left out and counted in
+    `wrong_patient` (V2.4); None judges nothing. `now` (the request time, default the wall clock): clinical
+    times after it are data errors, left out and counted in `future_dated` (V2.10).
     """
     try:
-        ex = _Extractor(library if library is not None else default_library())
+        ex = _Extractor(library if library is not None else default_library(), patient_id, now)
     except Exception as exc:  # the packaged value sets failed to load: report, do not crash the hook
         facts = ClinicalFacts()
         facts.problems.append(f"value sets could not be loaded ({exc.__class__.__name__}: {exc})"[:300])

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
+
+# The oldest time a sort key may need: timezone-aware, so it compares with every fact time (all UTC-aware).
+# Never use naive `datetime.min` next to fact times: that comparison raises TypeError (V2.9).
+OLDEST = datetime.min.replace(tzinfo=UTC)
+ANTITHROMBOTIC_CLASSES = frozenset({"anticoagulant", "antiplatelet"})
 
 DrugClass = Literal["anticoagulant", "antiplatelet", "osteoporosis", "immunosuppressant", "supplement"]
 
@@ -162,7 +167,9 @@ class ImagingFact:
     modality: Literal["mri", "ct", "bone-scan", "xray", "other"]
     region: str | None  # "spine", "thoracic spine", "lumbar spine"...
     time: datetime | None
-    findings: frozenset[str]  # subset of {"edema", "no-edema", "chronic", "acute"}
+    # subset of {"edema", "no-edema", "chronic", "acute", "posterior-wall"}; "posterior-wall": the text
+    # documents retropulsion, posterior wall involvement or canal compromise (value set `retropulsion`)
+    findings: frozenset[str]
     levels: frozenset[str]  # levels named in the conclusion, e.g. {"T12"}
     display: str
 
@@ -212,19 +219,49 @@ class ClinicalFacts:
             and (since is None or m.time >= since)
             and (until is None or m.time <= until)
         ]
-        found.sort(key=lambda m: m.time or datetime.min, reverse=True)
+        found.sort(key=lambda m: m.time or OLDEST, reverse=True)
         return found
 
     def latest(
         self, kind: str, since: datetime | None = None, until: datetime | None = None
     ) -> Measurement | None:
+        """The newest usable measurement. Prefer `latest_any` to judge: the latest result governs (V2.4)."""
         found = self.measurements_of(kind, since, until)
         return found[0] if found else None
+
+    def latest_any(
+        self, kind: str, since: datetime | None = None, until: datetime | None = None
+    ) -> Measurement | None:
+        """The newest dated measurement of a kind inside [since, until], usable or not (V2.4).
+
+        The latest result governs: when it is unusable (`unusable` set, `value` None) the item is "latest INR
+        on 27 Nov could not be read" and counts as missing; older results neither reassure nor alarm. Ties on
+        time prefer a usable one (two results of one draw, one unreadable).
+        """
+        best: Measurement | None = None
+        for m in self.measurements:
+            if m.kind != kind or m.time is None:
+                continue
+            if (since is not None and m.time < since) or (until is not None and m.time > until):
+                continue
+            if best is None or best.time is None or m.time > best.time:
+                best = m
+            elif m.time == best.time and best.unusable is not None and m.unusable is None:
+                best = m
+        return best
 
     def conditions_with(self, concepts: Iterable[str]) -> list[ConditionFact]:
         wanted = frozenset(concepts)
         return [c for c in self.conditions if c.concepts & wanted]
 
     def active_medications(self, classes: Iterable[str]) -> list[MedicationFact]:
+        """Active medications of the classes; a local-form product (eye drops, topical gel) is never an
+        antithrombotic (V2.10), so it is left out of those two classes."""
         wanted = frozenset(classes)
-        return [m for m in self.medications if m.active and m.drug_class in wanted]
+        return [
+            m
+            for m in self.medications
+            if m.active
+            and m.drug_class in wanted
+            and not (m.dose_form_local and m.drug_class in ANTITHROMBOTIC_CLASSES)
+        ]

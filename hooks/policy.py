@@ -43,6 +43,19 @@ REQUIRED_THRESHOLDS = (
     "denosumab_interval_months",
     "dxa_interval_years",
     "discharge_recent_va_days",
+    # pre-procedure, catalog v2 (issue 14)
+    "imminent_hours",
+    "stale_medication_months",
+    "neuro_new_days",
+    "inr_max_liver",
+    "platelets_min_liver",
+    "inr_max_explained_vka",
+    "pre_crp_card_mg_l",
+    "pre_wbc_card",
+    "systemic_infection_days",
+    "lmwh_prophylactic_enoxaparin_mg_day",
+    "lmwh_prophylactic_dalteparin_iu_day",
+    "lmwh_prophylactic_hold_hours",
 )
 # Catalog v2 post-procedure values (V2.6 as amended by V2.12): each a policy key with its source.
 POST_V2_THRESHOLDS = (

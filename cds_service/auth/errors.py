@@ -62,9 +62,9 @@ def www_authenticate(reason: str) -> str:
     Built only from fixed strings, never from request data, so it cannot echo a token or be used
     for header injection.
     """
-    if reason == "missing-token":
-        # RFC 6750 §3.1: with no credentials at all, send the challenge without an error code.
-        return 'Bearer realm="cds-services"'
-    error = "invalid_request" if reason == "bad-scheme" else "invalid_token"
+    # A missing token gets `invalid_request` with its reason too. RFC 6750 §3.1 suggests (SHOULD NOT) leaving
+    # the error out when no credentials were sent; we include it on purpose so every 401 says why (issue 16),
+    # and "bearer token required" reveals nothing a caller without a token did not already know.
+    error = "invalid_request" if reason in ("missing-token", "bad-scheme") else "invalid_token"
     description = REASONS.get(reason, _GENERIC)
     return f'Bearer realm="cds-services", error="{error}", error_description="{description}"'

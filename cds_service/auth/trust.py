@@ -9,8 +9,8 @@ Trust file format::
         jwks_file: ehr-jwks.json                 # or `jwks: {keys: [...]}` inline; relative to this file
         algorithms: [ES384, RS384]               # default; ES256/RS256/ES512/RS512/PS* if listed
         tenant: hospital-a                       # optional: string or list; then the claim is required
-        fhir_servers:                            # optional: FHIR base URLs this EHR serves (https)
-          - https://ehr.example.org/fhir         # exact scheme/host/port/base-path match
+        fhir_servers:                            # FHIR bases this issuer's calls may name as fhirServer
+          - https://ehr.example.org/fhir/r4      # exact scheme, host, port and path; http only for loopback
 
 Each issuer needs at least one key source (`jku` or a static JWKS). Anything malformed raises
 `ValueError` naming the file, the issuer and the problem, so a typo fails at start-up rather than
@@ -19,7 +19,6 @@ silently trusting less (or more) than intended.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .fhir_servers import FhirServerRefused, is_loopback, normalise_base, parse_base
 from .keys import ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, JwkError, PublicJwk, parse_jwks
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ class IssuerTrust:
     static_keys: Mapping[str, PublicJwk] = field(default_factory=dict)
     algorithms: frozenset[str] = frozenset(DEFAULT_ALGORITHMS)
     tenants: frozenset[str] | None = None  # None: tenant not checked
-    fhir_servers: frozenset[str] = frozenset()  # normalised FHIR base URLs (see `normalise_fhir_base`)
+    # Canonical FHIR base URLs (`fhir_servers.normalise_base`) this issuer's calls may name; empty: none.
+    fhir_servers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -117,52 +118,21 @@ def normalise_fhir_base(url: str) -> str | None:
     """`scheme://host[:port]/path` with scheme and host lower-cased, the default port and a trailing
     slash dropped; None for anything that is not a plain http(s) base URL (credentials, query, fragment).
 
-    Two bases match only when these strings are equal: same scheme, host, port and base path.
+    Two bases match only when these strings are equal: same scheme, host, port and base path. (The SMART
+    launch's `iss` check; the hook path uses `fhir_servers.check_fhir_server`, the same canonical form.)
     """
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
+        return str(parse_base(url))
+    except FhirServerRefused:
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.username or parts.password or parts.query or parts.fragment:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    if port is not None and port != {"http": 80, "https": 443}[parts.scheme]:
-        host = f"{host}:{port}"
-    return f"{parts.scheme}://{host}{parts.path.rstrip('/')}"
 
 
 def is_loopback_url(url: str) -> bool:
     """True when the URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
     try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
+        return is_loopback(parse_base(url).host)
+    except FhirServerRefused:
         return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _parse_fhir_servers(raw: object, source: str, where: str) -> frozenset[str]:
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list):
-        raise _fail(source, where, "'fhir_servers' must be a URL or a list of URLs")
-    out: set[str] = set()
-    for url in items:
-        norm = normalise_fhir_base(url) if isinstance(url, str) else None
-        # https only (loopback excepted, for a FHIR server on this machine): an access token sent to a
-        # plain-http FHIR server elsewhere could be read on the path.
-        if norm is None or not (norm.startswith("https://") or is_loopback_url(norm)):
-            raise _fail(source, where, f"fhir_servers entry {url!r} is not an https base URL")
-        out.add(norm)
-    return frozenset(out)
 
 
 def _parse_issuer(
@@ -239,7 +209,17 @@ def _parse_issuer(
             raise _fail(source, where, "'tenant' must be a non-empty string or list of strings")
         tenants = frozenset(t_list)
 
-    fhir_servers = _parse_fhir_servers(raw.get("fhir_servers", []), source, where)
+    servers_raw = raw.get("fhir_servers", [])
+    if isinstance(servers_raw, str):
+        servers_raw = [servers_raw]
+    if not isinstance(servers_raw, list) or not all(isinstance(u, str) for u in servers_raw):
+        raise _fail(source, where, "'fhir_servers' must be a list of base URLs")
+    servers: set[str] = set()
+    for url in servers_raw:
+        try:
+            servers.add(str(normalise_base(url)))
+        except ValueError as exc:
+            raise _fail(source, where, f"fhir_servers: {exc}") from None
 
     return IssuerTrust(
         iss=iss,
@@ -247,7 +227,7 @@ def _parse_issuer(
         static_keys=static,
         algorithms=frozenset(algs_raw),
         tenants=tenants,
-        fhir_servers=fhir_servers,
+        fhir_servers=frozenset(servers),
     )
 
 
@@ -311,12 +291,18 @@ def load_preset(name: str) -> TrustConfig:
 def load_trust(settings: Settings) -> TrustConfig:
     """The trust configured by `settings.trust_file` and/or `settings.trust_preset`.
 
-    Nothing is trusted by default: the preset applies only when chosen. Raises `ValueError` for a
-    malformed file so start-up fails with a message naming the problem.
+    Nothing is trusted by default: the preset applies only when chosen, and never together with a trust
+    file. Raises `ValueError` for a malformed file (or both set) so start-up fails naming the problem.
     """
-    config = TrustConfig()
+    if settings.trust_file is not None and settings.trust_preset != "none":
+        # A development preset (whose signing key is public) silently merged into a production trust file
+        # would let anyone in; one or the other, never both.
+        raise ValueError(
+            f"VA_CDS_TRUST_FILE ({settings.trust_file}) and VA_CDS_TRUST_PRESET={settings.trust_preset} are "
+            "both set: use the trust file alone in production, or the preset alone for development"
+        )
     if settings.trust_file is not None:
-        config = load_trust_file(Path(settings.trust_file))
+        return load_trust_file(Path(settings.trust_file))
     if settings.trust_preset != "none":
-        config = config.merged(load_preset(settings.trust_preset))
-    return config
+        return load_preset(settings.trust_preset)
+    return TrustConfig()

@@ -6,7 +6,8 @@ work or network traffic before it must:
 1. `Authorization: Bearer` present; token size limit.
 2. Structure: three strict base64url segments, JSON objects (duplicate members refused: two parsers
    disagreeing about a duplicated `alg` or `aud` is a classic bypass).
-3. Header: `alg` not none/HMAC and one we implement; `typ` JWT if present; no `crit`; `kid` required.
+3. Header: `alg` not none/HMAC and one we implement; `typ` JWT (required by the spec); no `crit`; `kid`
+   required.
 4. Unverified `iss` allowlisted; `alg` allowed for that issuer; `jku`, if present, in that issuer's
    allowlist — otherwise refused before any request is made to it.
 5. Key by kid: the issuer's static JWKS, else the allowlisted jku(s) via `JwksCache`.
@@ -97,6 +98,11 @@ class JwtVerifier:
         )
         self._replay = ReplayCache(replay_cache_size)
 
+    @property
+    def trust(self) -> TrustConfig:
+        """The issuers this verifier trusts (the app reads each issuer's `fhir_servers` from it)."""
+        return self._trust
+
     async def verify(self, authorization_header: str | None, audiences: Sequence[str]) -> dict[str, Any]:
         """Verified claims of the request's bearer JWT; raises `AuthError` on any failure.
 
@@ -156,8 +162,11 @@ class JwtVerifier:
             # §JWT Signing Algorithm: none and symmetric algorithms SHALL NOT be used.
             raise AuthError("bad-alg", f"alg {alg[:20]!r} not accepted")
         typ = header.get("typ")
-        if typ is not None and (not isinstance(typ, str) or typ.lower() not in ("jwt", "application/jwt")):
-            raise AuthError("bad-typ", "typ is not JWT")
+        # CDS Hooks 2.0 §Trusting CDS Clients lists `typ` as REQUIRED with the value "JWT", so a token without
+        # it is refused. Media type names are case-insensitive and RFC 7515 §4.1.9 lets the "application/"
+        # prefix be omitted, so "jwt" and "application/jwt" are the same declaration and accepted too.
+        if not isinstance(typ, str) or typ.lower() not in ("jwt", "application/jwt"):
+            raise AuthError("bad-typ", "typ missing" if typ is None else "typ is not JWT")
         if "crit" in header:
             # RFC 7515 §4.1.11: we understand no extensions, so a critical one must be refused.
             raise AuthError("unsupported-header", "crit header present")

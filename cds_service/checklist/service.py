@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import fields
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
@@ -30,10 +29,8 @@ from cds_service.invocation import InvocationResult
 from cds_service.logs import patient_hash
 from cds_service.persistence import Store, StoreUnavailable
 from cds_service.smart.link import checklist_link
+from cds_service.state import State
 from hooks.preprocedure import ChecklistItem, checklist_items
-
-if TYPE_CHECKING:
-    from cds_service.app import State
 
 log = logging.getLogger("va_cds.checklist")
 
@@ -93,7 +90,6 @@ def attach_checklist_link(state: State, service_id: str, result: InvocationResul
     )
     if card is None or inp is None:
         return
-    fired = {spec.rule_id for spec in result.specs} | set(result.rule_ids)
     created = state.clock()
     expires = created + timedelta(seconds=state.settings.checklist_ttl_s)
     sid = tokens.new_snapshot_id()
@@ -106,7 +102,7 @@ def attach_checklist_link(state: State, service_id: str, result: InvocationResul
         created_at=created,
         expires_at=expires,
         patient_hash=patient_hash(state.hash_key, inp.patient_id) if inp.patient_id else None,
-        items=[_row(item) for item in checklist_items(inp, fired)],
+        items=[_row(item) for item in checklist_items(inp, state.policy)],
     )
     token = tokens.issue(signing_key(state), sid, expires)
     # SMART launch link when a SMART client is configured (issue 20), else the absolute page link.

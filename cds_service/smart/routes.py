@@ -45,7 +45,7 @@ from cds_service.smart import fhir, oauth
 from cds_service.smart import sessions as s
 
 if TYPE_CHECKING:
-    from cds_service.app import State
+    from cds_service.state import State
 
 log = logging.getLogger("va_cds.smart")
 

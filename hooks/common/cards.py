@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from cds_service.contracts import CardSpec, HookInput, SuggestionSpec
+from cds_service.contracts import CORE_CHECKS_BY_KEY, CardSpec, HookInput, SuggestionSpec
 from hooks.orders import ORDERABLES, missing_orders, service_request
 
 DATA_UNAVAILABLE = "sys.data-unavailable"
@@ -21,18 +21,25 @@ def order_suggestions(
     *,
     reason: str,
     recommended: Iterable[str] = (),
+    priority: str | None = None,
 ) -> tuple[SuggestionSpec, ...]:
-    """One suggestion per orderable concept not already drafted or active (no alert loop on re-sign)."""
+    """One suggestion per orderable concept not already drafted or active (no alert loop on re-sign).
+
+    `priority="stat"` marks the work-up of a critical card (catalog V2.7).
+    """
     wanted = set(recommended)
     out: list[SuggestionSpec] = []
     for concept in missing_orders(inp.facts, concepts):
         item = ORDERABLES[concept]
-        resource = service_request(concept, inp.patient_id, reason=reason, encounter_id=inp.encounter_id)
+        resource = service_request(
+            concept, inp.patient_id, reason=reason, encounter_id=inp.encounter_id, priority=priority
+        )
         out.append(
             SuggestionSpec(
-                label=item.label,
+                label=item.label + (" (stat)" if priority == "stat" else ""),
                 resources=(resource,),
-                description=f"Create a draft order: {item.display}",
+                description=f"Create a draft order: {item.display}"
+                + (", priority stat" if priority == "stat" else ""),
                 is_recommended=concept in wanted,
             )
         )
@@ -45,6 +52,8 @@ def data_unavailable_card(inp: HookInput, checks_by_key: Mapping[str, tuple[str,
     A failed source means the data is unknown, not missing: the rules fed by it stay silent rather than
     claiming either a problem or an all-clear, and this card says so.
     """
+    # Sources the core adds for every family (Medications fetched for unresolved references, V2.4).
+    checks_by_key = {**CORE_CHECKS_BY_KEY, **checks_by_key}
     failed = sorted(k for k in inp.unavailable if k in checks_by_key)
     if not failed:
         return None

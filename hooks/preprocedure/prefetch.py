@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cds_service.contracts import MEDICATION_REFS_KEY
+
 PATIENT = "patient"
 MEDICATION_REQUESTS = "medicationRequests"
 MEDICATION_STATEMENTS = "medicationStatements"
@@ -94,10 +96,10 @@ PREFETCH: dict[str, str] = {
 }
 
 _ANTITHROMBOTIC = "Active anticoagulant/antiplatelet review (pre.coag.antithrombotic-active)"
-_WARFARIN_WINDOW = "INR recheck window on warfarin (pre.coag.labs-missing)"
+_WARFARIN_WINDOW = "INR recheck before the VA on warfarin (pre.coag.labs-missing)"
 _HOLD_RENAL = "Renal adjustment of DOAC/fondaparinux hold periods (longer hold applied while unknown)"
 _INFECTION_ACTIVE = "Active infection: fever, infection diagnoses, blood cultures (pre.infection.active)"
-_SCREEN = "Infection screen: temperature within 72 h, WBC/CRP (pre.infection.screen-missing)"
+_SCREEN = "Infection screen: WBC/CRP before the VA (pre.infection.screen-missing)"
 _PLANNED = (
     "Planned vertebral augmentation vs. antithrombotic hold window "
     "(pre.antithrombotic-order-while-va-planned)"
@@ -119,16 +121,22 @@ CHECKS_BY_KEY: dict[str, tuple[str, ...]] = {
         "INR and platelet count in range (pre.coag.labs-out-of-range)",
         "INR and platelet count on file (pre.coag.labs-missing)",
     ),
-    INFECTION_LABS: ("Positive blood culture within 14 days (pre.infection.active)", _SCREEN),
+    INFECTION_LABS: (
+        "Positive blood culture within 14 days (pre.infection.active)",
+        "Raised WBC/CRP (pre.infection.labs-abnormal)",
+        _SCREEN,
+    ),
     METABOLIC_LABS: ("HbA1c/glucose control in diabetes (pre.optimization.glycemic)",),
     RENAL_LABS: (_HOLD_RENAL,),
-    TEMPERATURE: ("Fever within 72 h (pre.infection.active)", _SCREEN),
+    TEMPERATURE: ("Fever within 72 h (pre.infection.active)",),
     WEIGHT: (_HOLD_RENAL + " — weight for Cockcroft–Gault",),
     CONDITIONS: (
         _INFECTION_ACTIVE,
         "Prior spondylitis/discitis/osteomyelitis (pre.infection.history)",
         "Diabetes/immunosuppression (pre.infection.risk-factors)",
-        "Cord/cauda equina compression, myelopathy, retropulsion (pre.indication.neuro-red-flags)",
+        "Bleeding disorder, thrombocytopenia, chronic liver disease (pre.coag.coagulopathy)",
+        "New cord/cauda equina compression, myelopathy, motor deficit (pre.indication.neuro-red-flags)",
+        "Retropulsion or posterior wall involvement (pre.indication.posterior-wall)",
         "COPD, sleep apnoea, heart failure (pre.sedation.cardiopulmonary)",
         "Diabetes for glycemic control (pre.optimization.glycemic)",
     ),
@@ -139,9 +147,14 @@ CHECKS_BY_KEY: dict[str, tuple[str, ...]] = {
     IMAGING: (
         "Recent spine MRI/CT for fracture acuity (pre.indication.concordance-missing)",
         "Imaging–pain concordance (pre.indication.concordance-discordant)",
+        "Retropulsion or posterior wall involvement on imaging (pre.indication.posterior-wall)",
     ),
     SERVICE_REQUESTS: (_PLANNED, "Duplicate-order check for suggested labs, imaging and referrals"),
     APPOINTMENTS: (_PLANNED,),
+    # Not a prefetch key: Medications the core fetched for unresolved medicationReferences (V2.4).
+    MEDICATION_REFS_KEY: (
+        "Medications named by reference (" + _ANTITHROMBOTIC + "): could not be fetched from the EHR",
+    ),
 }
 
 USAGE_REQUIREMENTS = (

@@ -5,7 +5,8 @@ answers False (→ `{"cards": []}` at once) when the draft orders hold neither a
 antithrombotic, and None whenever it cannot be sure, so the full evaluation decides. It errs towards None:
 a false None costs one fetch; a false False would hide a safety card.
 
-`scope_of` makes the real decision on typed facts (catalog "Services" table and "Resolved details › Scope").
+`scope_of` makes the real decision on typed facts (catalog "Services" table and "Resolved details › Scope"),
+and `anchor_of` the time anchor every pre-procedure window is measured to (catalog V2.3 as amended by V2.12).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from fhir_mappings.facts import ClinicalFacts, MedicationFact, OrderFact
@@ -273,3 +274,88 @@ def scope_of(hook: str, facts: ClinicalFacts) -> Scope:
     else:
         mode = "none"
     return Scope(mode, drafted, planned, drafted_at)
+
+
+# ---- the time anchor (catalog V2.3, V2.12) ----------------------------------------------------------------
+
+_URGENT_PRIORITIES = frozenset({"urgent", "asap", "stat"})
+# v3 ActCode classes (and the plain words some EHRs send) of an inpatient or emergency encounter.
+_ACUTE_ENCOUNTER_CLASSES = frozenset({"IMP", "ACUTE", "NONAC", "EMER", "inpatient", "emergency"})
+# A booked appointment or planned order whose start passed more than a day ago is not "the" upcoming VA.
+_STALE_PLAN = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """The planned procedure start, and how the pre-procedure windows read against it.
+
+    `start` None = no date anywhere: windows are measured to now. Findings that something is *active*
+    (fever, culture, onsets) are measured back from `now` by the rules; work-up currency from `at`.
+    """
+
+    now: datetime
+    start: datetime | None
+    source: str  # "the draft order", "the booked appointment", "the planned order" or "" (unknown)
+    imminent: bool
+    why_imminent: str = ""  # "VA tomorrow", "urgent order", "inpatient encounter"
+
+    @property
+    def at(self) -> datetime:
+        return self.start if self.start is not None else self.now
+
+    @property
+    def lead(self) -> timedelta | None:
+        return None if self.start is None else self.start - self.now
+
+    def since(self, window: timedelta) -> datetime:
+        """The oldest time a work-up result may have and still be current for the procedure."""
+        return self.at - window
+
+    def scheduled(self, window: timedelta) -> bool:
+        """True when the lead time exceeds the window: the item cannot be current yet, it is due later."""
+        return self.start is not None and self.start - window > self.now
+
+
+def _first_start(items: Iterable[PlannedVa], now: datetime) -> datetime | None:
+    starts = sorted(p.start for p in items if p.start is not None and p.start >= now - _STALE_PLAN)
+    return starts[0] if starts else None
+
+
+def anchor_of(
+    scope: Scope,
+    now: datetime,
+    *,
+    imminent_hours: float,
+    encounter_class: str | None = None,
+) -> Anchor:
+    """Planned start: the draft order's occurrence, else the earliest booked VA Appointment, else the earliest
+    planned VA ServiceRequest; imminent when the lead time is ≤ `imminent_hours` or the date has passed, or
+    — with no date at all — when the draft order is urgent/asap/stat or the encounter is inpatient/emergency.
+    """
+    drafted = next((d for d in scope.drafted_va if d.start is not None), None)
+    start: datetime | None = drafted.start if drafted else None
+    source = "the draft order" if drafted else ""
+    if start is None:
+        booked = [p for p in scope.planned_va if p.order.resource_type == "Appointment"]
+        ordered = [p for p in scope.planned_va if p.order.resource_type != "Appointment"]
+        for items, label in ((booked, "the booked appointment"), (ordered, "the planned order")):
+            start = _first_start(items, now)
+            if start is not None:
+                source = label
+                break
+    if start is not None:
+        hours = (start - now).total_seconds() / 3600.0
+        if hours <= imminent_hours:
+            when = (
+                "date passed" if hours < 0 else ("VA today" if start.date() == now.date() else "VA imminent")
+            )
+            if 0 <= hours and start.date() == (now + timedelta(days=1)).date():
+                when = "VA tomorrow"
+            return Anchor(now, start, source, True, when)
+        return Anchor(now, start, source, False)
+    urgent = any((d.order.priority or "").lower() in _URGENT_PRIORITIES for d in scope.drafted_va)
+    if urgent:
+        return Anchor(now, None, "", True, "urgent order")
+    if encounter_class is not None and encounter_class in _ACUTE_ENCOUNTER_CLASSES:
+        return Anchor(now, None, "", True, "inpatient or emergency encounter")
+    return Anchor(now, None, "", False)

@@ -1,22 +1,24 @@
-"""The va-preprocedure service definition and its handler.
+"""The pre-procedure service definitions (one per hook, catalog V2.1) and their shared handler.
 
 Scope (rule catalog): order hooks fire when draftOrders hold a VA request (full readiness review), or when a
-VA is already planned and an antithrombotic is being ordered (only the hold-window rule, no checklist);
-patient-view fires when a VA is planned. Anything else answers `{"cards": []}`.
+VA is already planned and an antithrombotic is being ordered (only the hold-window rule and `sys.*`, V2.12);
+patient-view fires when a VA is planned. A patient the record says is deceased gets no cards, except one
+identity-check card on the order hooks (V2.12). Anything else answers `{"cards": []}`.
 """
 
 from __future__ import annotations
 
-from cds_service.contracts import CardSpec, Handler, HookInput, ServiceDefinition
+from cds_service.contracts import MEDICATION_REFS_KEY, CardSpec, Handler, HookInput, ServiceDefinition
 from hooks.common import check_failed_card, data_unavailable_card, run_isolated
 from hooks.policy import Policy
 from hooks.preprocedure import prefetch as keys
-from hooks.preprocedure.checklist import checklist_card
+from hooks.preprocedure import rules as r
 from hooks.preprocedure.docs import RULE_DOCS
-from hooks.preprocedure.rules import FULL_RULES, ORDER_ONLY_RULES, make_context
+from hooks.preprocedure.present import ORDER_ONLY_RULES, evaluate, present
 from hooks.preprocedure.scope import ORDER_HOOKS, quick_scope, scope_of
 
 _PLANNED_KEYS = (keys.SERVICE_REQUESTS, keys.APPOINTMENTS)
+_TITLES_BY_RULE = {d.rule_id: d.title for d in RULE_DOCS}
 
 
 def make_handler(policy: Policy) -> Handler:
@@ -29,18 +31,24 @@ def make_handler(policy: Policy) -> Handler:
                 card = data_unavailable_card(inp, {k: keys.CHECKS_BY_KEY[k] for k in _PLANNED_KEYS})
                 return [card] if card else []
             return []
-        ctx = make_context(inp, policy, scope)
-        rules = FULL_RULES if scope.mode == "full" else ORDER_ONLY_RULES
-        cards, failed = run_isolated(rules, ctx)  # V2.9: one failing rule never hides the others
+        ctx = r.make_context(inp, policy, scope)
+        if r.is_deceased(inp):
+            found = r.deceased(ctx)
+            return [CardSpec.from_finding(found)] if found and inp.hook in ORDER_HOOKS else []
         if scope.mode == "full":
-            cards.append(checklist_card(inp, [c.rule_id for c in cards]))
+            findings, failed = evaluate(ctx)  # V2.9: one failing rule never hides the others
+            batches, more_failed = run_isolated([(r.CHECKLIST, lambda c: present(c, findings, failed))], ctx)
+            cards: list[CardSpec] = [card for batch in batches for card in batch]
+            failed = failed + more_failed
             unavailable = data_unavailable_card(inp, keys.CHECKS_BY_KEY)
         else:
-            relevant = (*_PLANNED_KEYS, keys.RENAL_LABS, keys.WEIGHT, keys.PATIENT)
+            findings, failed = run_isolated(ORDER_ONLY_RULES, ctx)
+            cards = [CardSpec.from_finding(f) for f in findings]
+            relevant = (*_PLANNED_KEYS, keys.RENAL_LABS, keys.WEIGHT, keys.PATIENT, MEDICATION_REFS_KEY)
             unavailable = data_unavailable_card(inp, {k: keys.CHECKS_BY_KEY[k] for k in relevant})
         if unavailable is not None:
             cards.append(unavailable)
-        failed_card = check_failed_card(failed)
+        failed_card = check_failed_card(failed, _TITLES_BY_RULE)
         if failed_card is not None:
             cards.append(failed_card)
         return cards
@@ -62,15 +70,15 @@ _TITLES = {
 }
 _ORDER_DESCRIPTION = (
     "When a vertebroplasty or kyphoplasty is ordered, checks anticoagulation and coagulation labs, "
-    "infection, fracture acuity and imaging concordance, neurological red flags, contrast and bone-cement"
-    " allergy, sedation risk and glycaemic control, and shows the pre-procedure checklist with the orders"
-    " that close each gap. Also warns when an anticoagulant or antiplatelet is ordered inside its hold "
-    "period before a planned procedure."
+    "bleeding disorders, infection, fracture acuity and imaging concordance, new neurological deficits and "
+    "posterior wall involvement, contrast and bone-cement allergy, and glycaemic control, timed against the "
+    "planned procedure date; the open work-up is one checklist card with the orders that close it. Also "
+    "warns when an anticoagulant or antiplatelet is ordered inside its hold period before a planned "
+    "procedure."
 )
 _VIEW_DESCRIPTION = (
     "When the chart of a patient with a planned vertebroplasty or kyphoplasty is opened: the same "
-    "pre-procedure readiness review (anticoagulation, coagulation labs, infection, imaging concordance, "
-    "neurological red flags, allergies, sedation risk, glycaemic control) and the checklist."
+    "pre-procedure readiness review, timed against the booked date, and the checklist."
 )
 
 

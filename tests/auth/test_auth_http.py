@@ -55,6 +55,7 @@ def _write_trust(path: Path, keys: Keys) -> Path:
                         ec_jwk(keys.ec256, "ec256-1"),
                     ]
                 },
+                "fhir_servers": [FHIR],
             },
             {"iss": FETCH_ISS, "jku": [FETCH_JKU]},
             {"iss": TENANT_ISS, "jwks": {"keys": [ec_jwk(keys.ec, "ec-t")]}, "tenant": "hospital-a"},
@@ -303,7 +304,9 @@ def test_no_token_jwt_or_patient_id_in_any_log_line(
         router.get(f"{FHIR}/Patient/{PATIENT_ID}").respond(
             json={"resourceType": "Patient", "id": PATIENT_ID, "birthDate": "1950-01-01"}
         )
-        router.get(f"{FHIR}/MedicationRequest").respond(json=searchset(warfarin_request()))
+        # The record names this call's patient (catalog V2.4: another patient's resources are ignored).
+        mine = {**warfarin_request(), "subject": {"reference": f"Patient/{PATIENT_ID}"}}
+        router.get(f"{FHIR}/MedicationRequest").respond(json=searchset(mine))
         router.get(f"{FHIR}/Observation").respond(500)
         ok = c.post("/cds-services/test-service", json=body, headers={"Authorization": f"Bearer {jwt}"})
         denied = c.post(

@@ -197,7 +197,8 @@ def test_configure_logging_installs_json_with_redaction(capsys: pytest.CaptureFi
         )
         err = capsys.readouterr().err
         lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-        assert [line["logger"] for line in lines] == ["cds_service.test", "uvicorn.access"]
+        # uvicorn.access stays silent (issue 16): it would log checklist URLs, whose token is a capability.
+        assert [line["logger"] for line in lines] == ["cds_service.test"]
         assert JWT not in err and ACCESS_TOKEN not in err
         # httpx would log FHIR URLs (patient ids) at INFO: silenced below WARNING.
         logging.getLogger("httpx").info("HTTP Request: GET https://fhir.example/Patient/123")
@@ -210,3 +211,5 @@ def test_configure_logging_installs_json_with_redaction(capsys: pytest.CaptureFi
         for name, (handlers, propagate) in uv.items():
             logging.getLogger(name).handlers = handlers
             logging.getLogger(name).propagate = propagate
+            logging.getLogger(name).disabled = False
+            logging.getLogger(name).setLevel(logging.NOTSET)

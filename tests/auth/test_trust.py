@@ -102,7 +102,7 @@ def test_real_sandbox_token_refused_without_preset_or_when_expired() -> None:
         asyncio.run(scenario(load_trust(_settings(trust_preset="sandbox")), float(payload["exp"]) + 61))
 
 
-def test_trust_file_with_inline_and_file_jwks_merges_with_preset(tmp_path: Path, keys: Keys) -> None:
+def test_trust_file_with_inline_and_file_jwks(tmp_path: Path, keys: Keys) -> None:
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "ehr.json").write_text(json.dumps({"keys": [rsa_jwk(keys.rsa, "r")]}))
     path = _write(
@@ -124,12 +124,11 @@ def test_trust_file_with_inline_and_file_jwks_merges_with_preset(tmp_path: Path,
             ]
         },
     )
-    trust = load_trust(_settings(trust_file=path, trust_preset="sandbox"))
+    trust = load_trust(_settings(trust_file=path))
     assert set(trust.issuers) == {
         "https://ehr.example.org",
         "https://other.example.org",
         "https://fetch-only.example.org",
-        SANDBOX_ISS,
     }
     ehr = trust.issuers["https://ehr.example.org"]
     assert ehr.algorithms == frozenset({"ES384", "RS384"}) and ehr.tenants == frozenset({"hospital-a"})
@@ -200,9 +199,13 @@ def test_key_problems_are_named(tmp_path: Path, keys: Keys) -> None:
             load_trust(_settings(trust_file=path))
 
 
-def test_issuer_in_file_and_preset_is_an_error(tmp_path: Path) -> None:
-    path = _write(tmp_path, {"issuers": [{"iss": SANDBOX_ISS, "jku": SANDBOX_JKU}]})
-    with pytest.raises(ValueError, match="both in the trust file and in the preset"):
+def test_trust_file_and_preset_together_refuse_to_start(tmp_path: Path) -> None:
+    """Issue 16: the sandbox preset (public signing key) used to merge silently into a production trust
+    file. Together they now stop start-up, naming both settings."""
+    path = _write(
+        tmp_path, {"issuers": [{"iss": "https://ehr.example.org", "jku": "https://ehr.example.org/j"}]}
+    )
+    with pytest.raises(ValueError, match=r"VA_CDS_TRUST_FILE.*VA_CDS_TRUST_PRESET=sandbox"):
         load_trust(_settings(trust_file=path, trust_preset="sandbox"))
 
 

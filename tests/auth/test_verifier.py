@@ -139,6 +139,8 @@ FORGED: list[tuple[str, Build, str]] = [
         "bad-alg",
     ),
     ("wrong-typ", lambda m, k: "Bearer " + m({"typ": "at+jwt"}), "bad-typ"),
+    # CDS Hooks 2.0: typ is REQUIRED ("JWT"); a token without it is refused (issue 16).
+    ("missing-typ", lambda m, k: "Bearer " + m({"typ": None}), "bad-typ"),
     ("crit-header", lambda m, k: "Bearer " + m({"crit": ["exp"], "exp": 1}), "unsupported-header"),
     ("missing-kid-header", lambda m, k: "Bearer " + m({"kid": None}), "missing-kid"),
     ("missing-iss", lambda m, k: "Bearer " + m(payload={"iss": None}), "missing-claim"),
@@ -310,11 +312,13 @@ def test_valid_tokens_pass(alg: str, kid: str, mint: Minter, trust: TrustConfig)
 
 
 def test_valid_token_variants(mint: Minter, trust: TrustConfig) -> None:
-    # Array aud, lower-case scheme, no typ, allowlisted jku naming a static key (no fetch), nbf in the past,
+    # Array aud, lower-case scheme, typ in lower case or as a media type, allowlisted jku naming a static key
+    # (no fetch), nbf in the past,
     # and clock skew inside the leeway on both sides.
     cases = [
         mint(payload={"aud": [OTHER_AUD, AUD]}),
-        mint({"typ": None}),
+        mint({"typ": "jwt"}),
+        mint({"typ": "application/jwt"}),
         mint({"jku": JKU}),
         mint(payload={"nbf": int(NOW) - 10}),
         mint(payload={"iat": int(NOW) + 30, "exp": int(NOW) + 330}),
@@ -371,7 +375,10 @@ def test_header_and_payload_base64_is_url_safe_only(mint: Minter, trust: TrustCo
 
 
 def test_www_authenticate_is_short_and_generic() -> None:
-    assert www_authenticate("missing-token") == 'Bearer realm="cds-services"'
+    # Every 401 says why, a missing token included (issue 16); never anything from the request.
+    assert www_authenticate("missing-token") == (
+        'Bearer realm="cds-services", error="invalid_request", error_description="bearer token required"'
+    )
     assert www_authenticate("expired") == (
         'Bearer realm="cds-services", error="invalid_token", error_description="token expired"'
     )

@@ -55,8 +55,17 @@ TEST_SERVICE = ServiceDefinition(
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {"auth_mode": "off", "database_url": f"sqlite:///{tmp_path}/va-cds.db"}
+    values: dict[str, object] = {
+        "auth_mode": "off",
+        "database_url": f"sqlite:///{tmp_path}/va-cds.db",
+        # The FHIR bases these tests name (respx-mocked; 8091 is the captured sandbox's local server).
+        "fhir_servers": [FHIR, "http://127.0.0.1:8091"],
+    }
     values.update(overrides)
+    if values["auth_mode"] == "required":
+        # With auth on the JWT aud is checked against the configured public URL, never the Host header;
+        # TestClient calls http://testserver.
+        values.setdefault("public_base_url", "http://testserver")
     return Settings(**values)  # type: ignore[arg-type]
 
 
@@ -67,8 +76,10 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-def warfarin_request(rid: str = "mr1") -> dict:
-    return {
+def warfarin_request(rid: str = "mr1", patient: str | None = None) -> dict:
+    """An active warfarin order. `patient` names its subject; without one it names none (tests with other
+    context patient ids reuse it, and another patient's resource is ignored: catalog V2.4)."""
+    order = {
         "resourceType": "MedicationRequest",
         "id": rid,
         "status": "active",
@@ -82,9 +93,11 @@ def warfarin_request(rid: str = "mr1") -> dict:
                 }
             ]
         },
-        "subject": {"reference": "Patient/p1"},
         "authoredOn": "2026-10-01",
     }
+    if patient is not None:
+        order["subject"] = {"reference": f"Patient/{patient}"}
+    return order
 
 
 def searchset(*resources: dict) -> dict:

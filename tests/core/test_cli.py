@@ -39,7 +39,8 @@ def test_evaluate_bundle_with_a_va_draft_order_shows_the_warfarin_cards(
     assert payload["hook"] == "order-sign"
     cards = [c for s in payload["services"] for c in s["cards"]]
     rules = [c["extension"]["org.va-cds.rule"] for c in cards]
-    assert "pre.coag.antithrombotic-active" in rules and "pre.coag.labs-missing" in rules
+    findings = [f for c in cards for f in c["extension"]["org.va-cds.findings"]]
+    assert "pre.coag.antithrombotic-active" in rules and "pre.coag.labs-missing" in findings
     warfarin = next(c for c in cards if c["extension"]["org.va-cds.rule"] == "pre.coag.antithrombotic-active")
     assert "warfarin" in warfarin["summary"].lower()
 

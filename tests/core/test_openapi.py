@@ -8,6 +8,7 @@ import copy
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -563,6 +564,8 @@ def make_app(tmp_path: Path) -> Any:
     def make(**settings: Any) -> Any:
         settings.setdefault("auth_mode", "off")
         settings.setdefault("database_url", f"sqlite:///{tmp_path}/t.db")
+        if settings["auth_mode"] == "required":
+            settings.setdefault("public_base_url", "http://testserver")  # required with auth on (issue 16)
         return create_app(Settings(**settings))
 
     return make
@@ -688,7 +691,12 @@ def test_discovery_and_a_real_hook_call_match_the_document(client: Any) -> None:
     discovery = _discovery(client)
     assert discovery["services"], "no clinical service registered"
     keys = _prefetch_keys(discovery, "va-preprocedure-order-sign", "order-sign")
-    response = client.post("/cds-services/va-preprocedure-order-sign", json=order_sign_request(keys))
+    request = order_sign_request(keys)
+    # Due tomorrow with no labs on file: the checklist card escalates to a warning (catalog V2.12), so the
+    # answer exercises overrideReasons too.
+    tomorrow = (datetime.now(UTC) + timedelta(hours=20)).isoformat()
+    request["context"]["draftOrders"]["entry"][0]["resource"] = {**VA_ORDER, "occurrenceDateTime": tomorrow}
+    response = client.post("/cds-services/va-preprocedure-order-sign", json=request)
     body = assert_documented(response, "/cds-services/{service_id}", "post")
     assert response.status_code == 200
     assert body["cards"], "a VA order with no labs on file should raise cards"

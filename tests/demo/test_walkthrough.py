@@ -200,7 +200,13 @@ class Sandbox:
 
 
 def rules(answers: dict[str, list[dict[str, Any]]]) -> set[str]:
-    return {c["extension"]["org.va-cds.rule"] for cards in answers.values() for c in cards}
+    """Every finding the answers carry: each card's rule and those folded into it (catalog V2.2)."""
+    return {
+        rule
+        for cards in answers.values()
+        for c in cards
+        for rule in c["extension"].get("org.va-cds.findings") or [c["extension"]["org.va-cds.rule"]]
+    }
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ Faults (`FAULTS`):
     huge            200, chunked, no Content-Length, 50 MB of a syntactically valid searchset
     huge-declared   200 with `Content-Length: 52428800` and the same 50 MB body
     slow            the normal answer, after `delay_s` seconds (the shutdown test's slow FHIR server)
+    big-pages       searches answer a searchset of about `page_bytes` bytes (one Observation padded with a
+                    long note) with a `next` link, for `pages` pages; reads answer normally
 
 Everything is bounded: a hung or trickling answer ends after `hang_limit_s` (default 30 s) or when the
 server stops, whichever is first; the server only ever listens on 127.0.0.1. `requests` records what was
@@ -50,6 +52,7 @@ FAULTS = (
     "huge",
     "huge-declared",
     "slow",
+    "big-pages",
 )
 HUGE_BYTES = 50 * 1024 * 1024
 _CHUNK = 64 * 1024
@@ -68,6 +71,8 @@ class Plan:
     fault: str
     match: str | None  # substring of the decoded path+query that gets the fault; None: every request
     delay_s: float = 0.0
+    page_bytes: int = 0
+    pages: int = 5
 
 
 @dataclass(slots=True)
@@ -106,6 +111,7 @@ class FaultServer:
         self.port = 0
         self.requests: list[Seen] = []
         self._plans: dict[str, Plan] = {}
+        self._reserved: list[str] = []
         self._ids = itertools.count(1)
         self._rt = _Runtime()
         self._thread: threading.Thread | None = None
@@ -169,13 +175,33 @@ class FaultServer:
         self.stop()
 
     # -- plans -----------------------------------------------------------------------------------------
-    def plan(self, fault: str, match: str | None = None, *, delay_s: float = 0.0) -> str:
+    def plan(
+        self,
+        fault: str,
+        match: str | None = None,
+        *,
+        delay_s: float = 0.0,
+        page_bytes: int = 1024 * 1024,
+        pages: int = 5,
+    ) -> str:
         """A fresh fhirServer base URL whose requests containing `match` get `fault`."""
         if fault not in FAULTS and fault != "none":
             raise ValueError(f"unknown fault {fault!r}")
-        name = f"p{next(self._ids)}"
-        self._plans[name] = Plan(fault, match, delay_s)
+        with self._lock:
+            name = self._reserved.pop(0) if self._reserved else f"p{next(self._ids)}"
+        self._plans[name] = Plan(fault, match, delay_s, page_bytes, pages)
         return f"http://127.0.0.1:{self.port}/{name}/fhir"
+
+    def reserve(self, count: int) -> list[str]:
+        """`count` base URLs that later `plan()` calls hand out in order (before any new name).
+
+        An app allowlists exact FHIR base URLs (`VA_CDS_FHIR_SERVERS`); a test reserves the bases its plans
+        will use and lists them in the app's settings before the plans exist.
+        """
+        with self._lock:
+            names = [f"p{next(self._ids)}" for _ in range(count)]
+            self._reserved.extend(names)
+        return [f"http://127.0.0.1:{self.port}/{name}/fhir" for name in names]
 
     def seen(self, base_url: str) -> list[Seen]:
         name = urlsplit(base_url).path.strip("/").split("/")[0]
@@ -246,6 +272,8 @@ class FaultServer:
             query = rest.split("&page=")[0]
             body = {**empty_searchset(), "link": [{"relation": "next", "url": f"{base}{query}&page={page}"}]}
             seen.bytes_sent = await self._send_json(writer, 200, body)
+        elif fault == "big-pages":
+            seen.bytes_sent = await self._send(writer, 200, big_page(plan, plan_name, self.port, rest))
         elif fault in ("huge", "huge-declared"):
             await self._huge(writer, seen, declared=fault == "huge-declared")
             return False
@@ -310,6 +338,34 @@ class FaultServer:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         seen.finished = True
+
+
+def big_page(plan: Plan, plan_name: str, port: int, target: str) -> bytes:
+    """One page of a `big-pages` search: a valid searchset of about `plan.page_bytes` bytes."""
+    path, _, query = target.partition("?")
+    if "/" in path.strip("/"):  # a read: answer it normally
+        return orjson.dumps(normal_answer(target))
+    page = int(query.rsplit("&page=", 1)[1]) if "&page=" in query else 1
+    base_query = query.split("&page=")[0]
+    bundle: dict[str, object] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": f"big-{page}",
+                    "status": "final",
+                    "code": {"text": "padding"},
+                    "note": [{"text": "x" * max(0, plan.page_bytes - 400)}],
+                }
+            }
+        ],
+    }
+    if page < plan.pages:
+        url = f"http://127.0.0.1:{port}/{plan_name}/fhir/{path}?{base_query}&page={page + 1}"
+        bundle["link"] = [{"relation": "next", "url": url}]
+    return orjson.dumps(bundle)
 
 
 def normal_answer(target: str) -> dict[str, object]:

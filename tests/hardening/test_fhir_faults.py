@@ -93,10 +93,15 @@ def fhir() -> Iterator[FaultServer]:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(tmp_path_factory: pytest.TempPathFactory, fhir: FaultServer) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("faults") / "faults.db"
     settings = Settings(  # type: ignore[call-arg]
-        auth_mode="off", database_url=f"sqlite:///{db}", fhir_deadline_s=DEADLINE_S, log_level="WARNING"
+        auth_mode="off",
+        database_url=f"sqlite:///{db}",
+        fhir_deadline_s=DEADLINE_S,
+        log_level="WARNING",
+        # The FHIR bases are allowlisted exactly (issue 16): reserve the ones the plans below will use.
+        fhir_servers=fhir.reserve(200),
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -119,7 +124,13 @@ def hook_call(base_url: str) -> dict[str, Any]:
 
 
 def by_rule(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["extension"]["org.va-cds.rule"]: c for c in payload["cards"]}
+    """Every finding (a card's own rule and those folded into it, V2.2) → the card carrying it."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in payload["cards"]:
+        ext = c["extension"]
+        for rid in ext.get("org.va-cds.findings") or [ext["org.va-cds.rule"]]:
+            out.setdefault(rid, c)
+    return out
 
 
 def failure_count(client: TestClient, key: str, reason: str) -> float:
@@ -203,8 +214,8 @@ def test_every_source_down(client: TestClient, fhir: FaultServer) -> None:
     cards = by_rule(resp.json())
     unavailable = cards["sys.data-unavailable"]
     assert unavailable["extension"]["org.va-cds.policy"]["unavailable_sources"] == sorted(keys.PREFETCH)
-    for checks in keys.CHECKS_BY_KEY.values():
-        for check in checks:
+    for key in keys.PREFETCH:  # every prefetch key's checks (no Medication was named by reference here)
+        for check in keys.CHECKS_BY_KEY[key]:
             assert check in unavailable["detail"]
     assert not [r for r in cards if r.endswith("-missing")], sorted(cards)
     assert "pre.checklist" in cards

@@ -55,6 +55,7 @@ from cds_service.invocation import draft_order_resources
 from cds_service.models import HookResponse
 from cds_service.prefetch import read_prefetched, render
 from cds_service.settings import Settings
+from cds_service.suggestions import order_keys
 from fhir_mappings.extract import extract_facts
 from fhir_mappings.facts import ClinicalFacts, Evidence
 from fhir_mappings.units import UNITS, UnitError, from_canonical, normalize_quantity, to_canonical
@@ -64,7 +65,7 @@ from hooks.policy import load_policy
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("VA_CDS_PROPERTY_EXAMPLES", "40"))
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-FHIR_BASE = "http://fhir.property.test/fhir"  # only ever answered by httpx.MockTransport
+FHIR_BASE = "https://fhir.property.test/fhir"  # only ever answered by httpx.MockTransport
 INTERNAL_ERROR_SUMMARY = "va-cds could not complete its safety checks for this patient"
 
 SERVICES = {s.id: s for s in build_services(load_policy())}
@@ -157,8 +158,22 @@ STATUSES = [
     "unknown",
 ]
 UNIT_STRINGS = sorted({u for table in UNITS.values() for u in table} | {"mg", "furlongs", "°F", "K/uL"})
+# V2.9: naive, aware, date-only, partial, future and unreadable times in every date field read.
 DATES = st.sampled_from(
-    ["2026-11-20", "2026-11-21T08:00:00Z", "2026-11-19T23:59:59+02:00", "1948-03-02", "2027-01-01", "2026"]
+    [
+        "2026-11-20",
+        "2026-11-21T08:00:00Z",
+        "2026-11-19T23:59:59+02:00",
+        "2026-11-20T08:00:00",  # naive dateTime (no offset)
+        "2026-11-20T08:00:00.123456",
+        "1948-03-02",
+        "2027-01-01",  # after the request time
+        "2026",
+        "2026-11",
+        "0001-01-01T00:00:00",
+        "9999-12-31T23:59:59Z",
+        "not a date",
+    ]
 )
 
 
@@ -166,6 +181,7 @@ def _or_junk(realistic: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(realistic, realistic, JSON)
 
 
+PERIOD = _or_junk(st.fixed_dictionaries({}, optional={"start": _or_junk(DATES), "end": _or_junk(DATES)}))
 CODING = st.sampled_from(CODES).map(lambda c: {"system": c[0], "code": c[1], "display": c[1]})
 CODEABLE = _or_junk(
     st.fixed_dictionaries(
@@ -199,11 +215,29 @@ RESOURCE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         st.lists(st.fixed_dictionaries({"code": CODEABLE, "valueQuantity": QUANTITY}), max_size=2)
     ),
     "effectiveDateTime": _or_junk(DATES),
+    "effectiveInstant": _or_junk(DATES),
+    "effectivePeriod": PERIOD,
+    "issued": _or_junk(DATES),
     "authoredOn": _or_junk(DATES),
+    "dateAsserted": _or_junk(DATES),
     "onsetDateTime": _or_junk(DATES),
+    "onsetPeriod": PERIOD,
+    "recordedDate": _or_junk(DATES),
+    "abatementDateTime": _or_junk(DATES),
+    "abatementPeriod": PERIOD,
     "performedDateTime": _or_junk(DATES),
+    "performedPeriod": PERIOD,
+    "occurrenceDateTime": _or_junk(DATES),
+    "occurrencePeriod": PERIOD,
+    "occurrenceTiming": _or_junk(st.fixed_dictionaries({"event": st.lists(_or_junk(DATES), max_size=2)})),
+    "started": _or_junk(DATES),
+    "period": PERIOD,
     "start": _or_junk(DATES),
     "birthDate": _or_junk(DATES),
+    "deceasedDateTime": _or_junk(DATES),
+    "deceasedBoolean": _or_junk(st.booleans()),
+    "priority": _or_junk(st.sampled_from(["routine", "urgent", "stat", "asap"])),
+    "class": _or_junk(st.sampled_from([{"code": "IMP"}, {"code": "AMB"}, {"code": "EMER"}])),
     "gender": _or_junk(st.sampled_from(["female", "male", "other", "unknown"])),
     "clinicalStatus": CODEABLE,
     "verificationStatus": CODEABLE,
@@ -219,7 +253,7 @@ RESOURCE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
 @st.composite
 def fhir_resource(draw: st.DrawFn, types: list[str] = RESOURCE_TYPES) -> dict[str, Any]:
     resource: dict[str, Any] = {"resourceType": draw(st.sampled_from(types))}
-    names = draw(st.lists(st.sampled_from(sorted(RESOURCE_FIELDS)), max_size=8, unique=True))
+    names = draw(st.lists(st.sampled_from(sorted(RESOURCE_FIELDS)), max_size=10, unique=True))
     for name in names:
         resource[name] = draw(RESOURCE_FIELDS[name])
     return resource
@@ -306,7 +340,9 @@ def _mock_fhir(request: httpx.Request) -> httpx.Response:
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("props") / "props.db"
     app = create_app(
-        Settings(auth_mode="off", database_url=f"sqlite:///{db}", log_level="WARNING"),  # type: ignore[call-arg]
+        Settings(  # type: ignore[call-arg]
+            auth_mode="off", database_url=f"sqlite:///{db}", log_level="WARNING", fhir_servers=[FHIR_BASE]
+        ),
         clock=lambda: NOW,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(_mock_fhir)),
     )
@@ -375,9 +411,127 @@ def test_any_prefetch_content_gives_a_valid_response(
     for rule in rules:
         event(f"rule {rule}")
     assert len(rules) == len(set(rules)), "at most one card per rule"
+    assert "sys.check-failed" not in rules, "a rule failed on this input (V2.9: see the log)"
+    assert_no_order_twice(payload)
     assert [INDICATOR_ORDER[c["indicator"]] for c in payload["cards"]] == sorted(
         INDICATOR_ORDER[c["indicator"]] for c in payload["cards"]
     )
+
+
+def assert_no_order_twice(payload: dict[str, Any]) -> None:
+    """V2.7: the same order (resource type + code, or text) is suggested at most once per response."""
+    seen: dict[tuple[str, str, str], str] = {}
+    for card in payload["cards"]:
+        for suggestion in card.get("suggestions") or ():
+            for action in suggestion.get("actions") or ():
+                resource = action.get("resource") or {}
+                for key in order_keys(resource):
+                    where = f"{card['extension']['org.va-cds.rule']}/{suggestion['label']}"
+                    assert key not in seen, f"{key} suggested by {seen[key]} and {where}"
+                    seen[key] = where
+
+
+# Medications and results with every kind of time next to each other: naive vs aware comparisons must never
+# raise (V2.9: an undated MedicationStatement next to a dated MedicationRequest once hid every card).
+TIMED_MED = st.fixed_dictionaries(
+    {
+        "resourceType": st.sampled_from(["MedicationRequest", "MedicationStatement"]),
+        "id": st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6),
+        "status": st.sampled_from(["active", "on-hold", "intended"]),
+        "intent": st.just("order"),
+        "subject": st.just({"reference": "Patient/p1"}),
+        "medicationCodeableConcept": st.sampled_from(
+            [
+                {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": c}]}
+                for c in ("855332", "1364430", "309362", "854235")
+            ]
+        ),
+    },
+    optional={
+        "authoredOn": DATES,
+        "effectiveDateTime": DATES,
+        "effectivePeriod": PERIOD,
+        "dateAsserted": DATES,
+    },
+)
+TIMED_OBS = st.fixed_dictionaries(
+    {
+        "resourceType": st.just("Observation"),
+        "id": st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6),
+        "status": st.sampled_from(["final", "preliminary", "amended"]),
+        "subject": st.just({"reference": "Patient/p1"}),
+        "code": st.sampled_from(
+            [{"coding": [{"system": LOINC, "code": c}]} for c in ("6301-6", "777-3", "1988-5")]
+        ),
+        "valueQuantity": st.just(
+            {"value": 1.4, "unit": "1", "code": "1", "system": "http://unitsofmeasure.org"}
+        ),
+    },
+    optional={"effectiveDateTime": DATES, "issued": DATES, "effectivePeriod": PERIOD},
+)
+
+
+@settings(PROFILE, max_examples=EXAMPLES)
+@given(
+    service_id=st.sampled_from([s for s, _ in HOOK_CALLS]),
+    meds=st.lists(TIMED_MED, min_size=1, max_size=4),
+    labs=st.lists(TIMED_OBS, max_size=4),
+)
+def test_mixed_naive_aware_date_only_and_missing_times_never_break_a_check(
+    client: TestClient, service_id: str, meds: list[dict[str, Any]], labs: list[dict[str, Any]]
+) -> None:
+    svc = SERVICES[service_id]
+    context: dict[str, Any] = {"userId": "Practitioner/u1", "patientId": "p1", "encounterId": "e1"}
+    if svc.hook in ("order-sign", "order-select"):
+        context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": VA_ORDER}]}
+    if svc.hook == "order-select":
+        context["selections"] = ["ServiceRequest/va-draft"]
+    everything = {"resourceType": "Bundle", "entry": [{"resource": r} for r in [*meds, *labs]]}
+    prefetch = {key: everything for key in svc.prefetch}
+    body = {"hook": svc.hook, "hookInstance": "5b1f8d0e-0a37-4c3e-9a0b-1b4b1f6c2d10", "context": context}
+    resp = client.post(f"/cds-services/{service_id}", json={**body, "prefetch": prefetch})
+    assert resp.status_code == 200, resp.text
+    rules = [c["extension"]["org.va-cds.rule"] for c in resp.json()["cards"]]
+    assert "sys.check-failed" not in rules, rules
+    assert INTERNAL_ERROR_SUMMARY not in [c["summary"] for c in resp.json()["cards"]]
+    assert_no_order_twice(resp.json())
+
+
+def test_undated_statement_next_to_dated_request_regression(client: TestClient) -> None:
+    """The V2.9 TypeError: an undated MedicationStatement and a dated MedicationRequest of one drug."""
+    rx = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "855332"}]}
+    meds = [
+        {
+            "resourceType": "MedicationStatement",
+            "id": "s",
+            "status": "active",
+            "medicationCodeableConcept": rx,
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "id": "r",
+            "status": "active",
+            "intent": "order",
+            "authoredOn": "2026-11-01T09:00:00Z",
+            "medicationCodeableConcept": rx,
+        },
+    ]
+    svc = SERVICES["va-preprocedure-order-sign"]
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": m} for m in meds]}
+    body = {
+        "hook": "order-sign",
+        "hookInstance": "5b1f8d0e-0a37-4c3e-9a0b-1b4b1f6c2d11",
+        "context": {
+            "userId": "Practitioner/u1",
+            "patientId": "p1",
+            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": VA_ORDER}]},
+        },
+        "prefetch": {key: (bundle if key.startswith("medication") else None) for key in svc.prefetch},
+    }
+    resp = client.post("/cds-services/va-preprocedure-order-sign", json=body)
+    assert resp.status_code == 200
+    rules = [c["extension"]["org.va-cds.rule"] for c in resp.json()["cards"]]
+    assert "pre.coag.antithrombotic-active" in rules and "sys.check-failed" not in rules
 
 
 @PROFILE

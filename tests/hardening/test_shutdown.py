@@ -50,7 +50,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path, Path]]:
+def fhir() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(tmp_path: Path, fhir: FaultServer) -> Iterator[tuple[subprocess.Popen[bytes], str, Path, Path]]:
     port = _free_port()
     db = tmp_path / "s.db"
     log = tmp_path / "uvicorn.log"
@@ -60,6 +66,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path,
         "VA_CDS_DATABASE_URL": f"sqlite:///{db}",
         "VA_CDS_FHIR_DEADLINE_S": "10",
         "VA_CDS_LOG_LEVEL": "INFO",  # uvicorn's shutdown lines are INFO,
+        "VA_CDS_FHIR_SERVERS": ",".join(fhir.reserve(1)),  # FHIR bases are allowlisted (issue 16)
     }
     cmd = [
         sys.executable, "-m", "uvicorn", "cds_service.app:app",
@@ -102,7 +109,7 @@ def _feedback_body(card: str) -> bytes:
 
 
 def test_sigterm_lets_in_flight_requests_finish(
-    server: tuple[subprocess.Popen[bytes], str, Path, Path],
+    server: tuple[subprocess.Popen[bytes], str, Path, Path], fhir: FaultServer
 ) -> None:
     proc, base, db, log = server
     sigterm_sent = threading.Event()
@@ -125,33 +132,32 @@ def test_sigterm_lets_in_flight_requests_finish(
             timeout=30,
         )
 
-    with FaultServer() as fhir:
-        fhir_base = fhir.plan("slow", delay_s=FHIR_DELAY_S)
+    fhir_base = fhir.plan("slow", delay_s=FHIR_DELAY_S)
 
-        def post_hook() -> httpx.Response:
-            return httpx.post(
-                f"{base}/cds-services/va-preprocedure-order-sign", json=hook_call(fhir_base), timeout=30
-            )
+    def post_hook() -> httpx.Response:
+        return httpx.post(
+            f"{base}/cds-services/va-preprocedure-order-sign", json=hook_call(fhir_base), timeout=30
+        )
 
-        with ThreadPoolExecutor(max_workers=HOOK_CALLS + FEEDBACK_POSTS) as pool:
-            hooks = [pool.submit(post_hook) for _ in range(HOOK_CALLS)]
-            posts = [pool.submit(post_feedback, card) for card in cards]
-            uploads_started.wait()
-            # The hook calls are waiting on the slow FHIR server once it has seen their fetches.
-            deadline = time.monotonic() + 10
-            while len(fhir.seen(fhir_base)) < HOOK_CALLS and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert len(fhir.seen(fhir_base)) >= HOOK_CALLS, "hook calls never reached the FHIR server"
-            signalled_at = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            sigterm_sent.set()
-            hook_responses = [f.result(timeout=30) for f in hooks]
-            feedback_responses = [f.result(timeout=30) for f in posts]
-        try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            pytest.fail("uvicorn did not exit within 30 s of SIGTERM:\n" + log.read_text(errors="replace"))
-        exited_after = time.monotonic() - signalled_at
+    with ThreadPoolExecutor(max_workers=HOOK_CALLS + FEEDBACK_POSTS) as pool:
+        hooks = [pool.submit(post_hook) for _ in range(HOOK_CALLS)]
+        posts = [pool.submit(post_feedback, card) for card in cards]
+        uploads_started.wait()
+        # The hook calls are waiting on the slow FHIR server once it has seen their fetches.
+        deadline = time.monotonic() + 10
+        while len(fhir.seen(fhir_base)) < HOOK_CALLS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(fhir.seen(fhir_base)) >= HOOK_CALLS, "hook calls never reached the FHIR server"
+        signalled_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        sigterm_sent.set()
+        hook_responses = [f.result(timeout=30) for f in hooks]
+        feedback_responses = [f.result(timeout=30) for f in posts]
+    try:
+        code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("uvicorn did not exit within 30 s of SIGTERM:\n" + log.read_text(errors="replace"))
+    exited_after = time.monotonic() - signalled_at
 
     server_log = log.read_text(errors="replace")
     for resp in hook_responses:

@@ -295,16 +295,17 @@ def test_converted_value_keeps_reported_value_in_summary() -> None:
     assert "reported 101.3 [degF]" in m.evidence.summary
 
 
-@pytest.mark.parametrize(
-    "status", ["preliminary", "registered", "cancelled", "entered-in-error", "unknown", None]
-)
-def test_only_final_amended_corrected_observations_count(status: str | None) -> None:
+@pytest.mark.parametrize("status", ["registered", "cancelled", "entered-in-error", "unknown", None])
+def test_registered_cancelled_error_unknown_observations_do_not_count(status: str | None) -> None:
     assert extract_facts([obs("p", "777-3", 20, "10*3/uL", status=status)]).measurements == []  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("status", ["final", "amended", "corrected"])
-def test_final_amended_corrected_count(status: str) -> None:
-    assert len(extract_facts([obs("p", "777-3", 20, "10*3/uL", status=status)]).measurements) == 1
+@pytest.mark.parametrize("status", ["final", "amended", "corrected", "preliminary"])
+def test_final_amended_corrected_preliminary_count_and_keep_status(status: str) -> None:
+    (m,) = extract_facts([obs("p", "777-3", 20, "10*3/uL", status=status)]).measurements
+    assert m.status == status
+    # A preliminary result is shown as such (V2.4); final ones read as before.
+    assert ("(preliminary)" in m.evidence.summary) is (status == "preliminary")
 
 
 def test_unknown_unit_is_unusable_and_reported() -> None:
@@ -461,8 +462,14 @@ def test_condition_text_fallback_and_negation() -> None:
 
 
 def test_unrelated_conditions_make_no_facts() -> None:
-    f = extract_facts([cond("u", cc(SCT, "197927001", "Recurrent urinary tract infection"))])
+    f = extract_facts([cond("u", cc(SCT, "367498001", "Seasonal allergic rhinitis"))])
     assert f.conditions == []
+
+
+def test_urinary_tract_infection_is_a_systemic_infection_by_text() -> None:
+    # V2.5: a UTI is one of the systemic infections of pre.infection.active (code not listed: text fallback).
+    f = extract_facts([cond("u", cc(SCT, "197927001", "Recurrent urinary tract infection"))])
+    assert [c.concepts for c in f.conditions] == [frozenset({"systemic-infection"})]
 
 
 # ---------------------------------------------------------------- allergies

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -100,6 +101,28 @@ FIELDS = [
     "resource",
     "fullUrl",
     "dosageInstruction",
+    "effectiveInstant",
+    "effectivePeriod",
+    "onsetPeriod",
+    "abatementPeriod",
+    "dateAsserted",
+    "started",
+    "deceasedDateTime",
+    "deceasedBoolean",
+    "occurrenceTiming",
+    "event",
+    "subject",
+    "patient",
+    "priority",
+    "class",
+    "doseAndRate",
+    "doseQuantity",
+    "timing",
+    "repeat",
+    "frequency",
+    "periodUnit",
+    "route",
+    "form",
 ]
 # Values that look like FHIR but with the wrong types and odd contents.
 LEAF = (
@@ -120,6 +143,12 @@ LEAF = (
             "http://www.nlm.nih.gov/research/umls/rxnorm",
             "855332",
             "2026-11-19",
+            "2026-11-19T08:00:00",  # naive
+            "2026-11-19T08:00:00+05:00",  # aware
+            "2026-11-19T08:00:00Z",
+            "2026",
+            "2026-11",
+            "2999-01-01",  # future
             "2026-99-99",
             "urn:uuid:x",
             "#m",
@@ -216,3 +245,89 @@ def test_deep_nesting_is_bounded() -> None:
     facts = extract_facts([inner])
     _check(facts)
     assert any("nested deeper" in p for p in facts.problems)
+
+
+# V2.9: every date field the extractors read, with naive, aware, date-only, partial and missing times, and
+# then every facts helper that compares those times (a naive/aware comparison raises TypeError).
+_TIMES = st.sampled_from(
+    [
+        "2026-11-19",
+        "2026-11-19T08:00:00",
+        "2026-11-19T08:00:00+05:00",
+        "2026-11-19T08:00:00Z",
+        "2026",
+        "2026-11",
+    ]
+)
+_DATE_FIELDS = [
+    "effectiveDateTime",
+    "effectiveInstant",
+    "issued",
+    "authoredOn",
+    "dateAsserted",
+    "onsetDateTime",
+    "recordedDate",
+    "abatementDateTime",
+    "performedDateTime",
+    "occurrenceDateTime",
+    "started",
+    "birthDate",
+    "deceasedDateTime",
+    "start",
+]
+_PERIOD_FIELDS = [
+    "effectivePeriod",
+    "onsetPeriod",
+    "abatementPeriod",
+    "performedPeriod",
+    "occurrencePeriod",
+    "period",
+]
+_CODES = [{"coding": [{"system": "http://loinc.org", "code": c}]} for c in ("6301-6", "777-3", "24968-0")] + [
+    {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "855332"}]},
+    {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "22513"}]},
+    {"coding": [{"system": "http://snomed.info/sct", "code": "71286001"}]},
+]
+
+
+@st.composite
+def _timed(draw: st.DrawFn) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "resourceType": draw(st.sampled_from(RESOURCE_TYPES[:-2])),
+        "id": draw(st.text(alphabet="abc123", min_size=1, max_size=4)),
+        "status": draw(st.sampled_from(["active", "final", "completed", "booked", "preliminary"])),
+        "intent": "order",
+        "code": draw(st.sampled_from(_CODES)),
+        "medicationCodeableConcept": draw(st.sampled_from(_CODES)),
+        "valueQuantity": {"value": 1.2},
+    }
+    for name in draw(st.lists(st.sampled_from(_DATE_FIELDS), max_size=5, unique=True)):
+        r[name] = draw(_TIMES)
+    for name in draw(st.lists(st.sampled_from(_PERIOD_FIELDS), max_size=2, unique=True)):
+        r[name] = {"start": draw(_TIMES)} if draw(st.booleans()) else {"end": draw(_TIMES)}
+    return r
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(resources=st.lists(_timed(), max_size=8))
+def test_mixed_times_never_raise_in_extraction_or_fact_helpers(resources: list[dict[str, Any]]) -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    facts = extract_facts(resources, resources[:2], now=now, patient_id="p1")
+    assert not [p for p in facts.problems if p.startswith("extraction stopped early")]
+    for kind in ("inr", "platelets"):
+        facts.measurements_of(kind, since=datetime(2026, 1, 1, tzinfo=UTC), until=now)
+        facts.latest(kind)
+        facts.latest_any(kind, since=datetime(2026, 1, 1, tzinfo=UTC))
+    every = [
+        *(m.time for m in facts.measurements),
+        *(m.authored for m in facts.medications),
+        *(c.onset for c in facts.conditions),
+        *(c.recorded for c in facts.conditions),
+        *(p.start for p in facts.procedures),
+        *(o.planned for o in facts.orders + facts.draft_orders),
+        *(i.time for i in facts.imaging),
+    ]
+    dated = [t for t in every if t is not None]
+    assert all(t.tzinfo is not None for t in dated), "every fact time is timezone-aware"
+    sorted(dated)  # comparable with each other
+    assert all(t <= now + timedelta(minutes=10) for t in (m.time for m in facts.measurements) if t)

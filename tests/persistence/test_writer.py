@@ -22,13 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from cds_service.app import AuditWrites
 from cds_service.checklist.service import SNAPSHOT_WRITES
 from cds_service.checklist.storage import Snapshot, SnapshotStore
 from cds_service.checklist.token import new_snapshot_id
 from cds_service.metrics import Metrics
 from cds_service.persistence import AuditRecord, Store
 from cds_service.persistence.writer import GroupCommitWriter
+from cds_service.state import AuditWrites
 from tests.persistence.helpers import audit, card_id
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -24,7 +24,7 @@ from fhir_mappings.facts import (
     PatientFact,
 )
 from hooks.policy import load_policy
-from hooks.preprocedure import services
+from hooks.preprocedure import ChecklistItem, checklist_items, services
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 POLICY = load_policy()
@@ -52,6 +52,9 @@ def med(
     draft: bool = False,
     display: str | None = None,
     authored: datetime | None = None,
+    daily_dose: float | None = None,
+    dose_unit: str | None = None,
+    local: bool = False,
 ) -> MedicationFact:
     shown = display or f"{ingredient} tablet"
     return MedicationFact(
@@ -64,20 +67,59 @@ def med(
         draft,
         authored or NOW - timedelta(days=90),
         shown,
+        daily_dose=daily_dose,
+        dose_unit=dose_unit,
+        dose_form_local=local,
     )
 
 
-def meas(kind: str, value: float | None, ago: timedelta, *, positive: bool | None = None) -> Measurement:
+def meas(
+    kind: str,
+    value: float | None,
+    ago: timedelta,
+    *,
+    positive: bool | None = None,
+    status: str = "final",
+    unusable: str | None = None,
+    text: str | None = None,
+) -> Measurement:
     at = NOW - ago
     return Measurement(
-        ev("Observation", f"{kind} {value} on {at.date()}"), kind, value, UNITS.get(kind, ""), at, positive
+        ev("Observation", text or f"{kind} {value} on {at.date()}"),
+        kind,
+        value,
+        UNITS.get(kind, ""),
+        at,
+        positive,
+        status=status,
+        unusable=unusable,
     )
 
 
-def cond(concept: str, *, active: bool = True, display: str | None = None) -> ConditionFact:
+_DEFAULT_ONSET = timedelta(days=400)
+
+
+def cond(
+    concept: str,
+    *,
+    active: bool = True,
+    display: str | None = None,
+    onset: timedelta | None = _DEFAULT_ONSET,
+    recorded: timedelta | None = None,
+    chronic: bool = False,
+    abated: bool = False,
+) -> ConditionFact:
+    """A Condition; `onset`/`recorded` are how long ago (None = not stated)."""
     shown = display or concept
     return ConditionFact(
-        ev("Condition", shown), frozenset({concept}), active, NOW - timedelta(days=400), None, shown
+        ev("Condition", shown),
+        frozenset({concept}),
+        active,
+        None if onset is None else NOW - onset,
+        NOW - timedelta(days=30) if abated else None,
+        shown,
+        recorded=None if recorded is None else NOW - recorded,
+        chronic=chronic,
     )
 
 
@@ -93,6 +135,7 @@ def va_order(
     level: str | None = "L1",
     resource_type: str = "ServiceRequest",
     status: str | None = None,
+    priority: str | None = None,
 ) -> OrderFact:
     return OrderFact(
         ev(resource_type, "Kyphoplasty L1"),
@@ -106,6 +149,7 @@ def va_order(
         level,
         "lumbar",
         "Percutaneous kyphoplasty, lumbar",
+        priority=priority,
     )
 
 
@@ -158,14 +202,14 @@ def ready_facts(*, va: OrderFact | None = None) -> ClinicalFacts:
     )
 
 
-def run(
+def hook_input(
     facts: ClinicalFacts,
     hook: str = "order-sign",
     *,
     unavailable: Iterable[str] = (),
     now: datetime = NOW,
-) -> list[CardSpec]:
-    inp = HookInput(
+) -> HookInput:
+    return HookInput(
         hook=hook,
         hook_instance="00000000-0000-4000-8000-000000000001",
         patient_id="pat-1",
@@ -176,7 +220,38 @@ def run(
         facts=facts,
         unavailable=frozenset(unavailable),
     )
-    return SERVICE.handler(inp)
+
+
+def run(
+    facts: ClinicalFacts,
+    hook: str = "order-sign",
+    *,
+    unavailable: Iterable[str] = (),
+    now: datetime = NOW,
+) -> list[CardSpec]:
+    return SERVICE.handler(hook_input(facts, hook, unavailable=unavailable, now=now))
+
+
+def rows(
+    facts: ClinicalFacts, hook: str = "order-sign", *, unavailable: Iterable[str] = (), now: datetime = NOW
+) -> dict[str, ChecklistItem]:
+    """The checklist rows as the checklist page gets them, by item id."""
+    items = checklist_items(hook_input(facts, hook, unavailable=unavailable, now=now), POLICY)
+    return {i.id: i for i in items}
+
+
+def carried(cards: Iterable[CardSpec]) -> dict[str, str]:
+    """finding id → the rule id of the card that carries it (itself when it is a card of its own)."""
+    out: dict[str, str] = {}
+    for c in cards:
+        for rid in (c.rule_id, *(f.rule_id for f in c.folded)):
+            assert rid not in out, f"finding {rid} carried twice"
+            out[rid] = c.rule_id
+    return out
+
+
+def interruptive(cards: Iterable[CardSpec]) -> list[CardSpec]:
+    return [c for c in cards if c.indicator in ("warning", "critical")]
 
 
 def by_rule(cards: Iterable[CardSpec]) -> dict[str, CardSpec]:
@@ -189,6 +264,14 @@ def by_rule(cards: Iterable[CardSpec]) -> dict[str, CardSpec]:
 
 def rule_ids(cards: Iterable[CardSpec]) -> set[str]:
     return set(by_rule(cards))
+
+
+def all_text(card: CardSpec) -> str:
+    return card.summary + "\n" + card.detail
+
+
+def priorities(card: CardSpec) -> set[str | None]:
+    return {r.get("priority") for s in card.suggestions for r in s.resources}
 
 
 def suggested_codes(card: CardSpec) -> list[str]:

@@ -110,20 +110,27 @@ def test_sandbox_style_registration_reaches_every_pre_procedure_hook(client: Tes
         assert "pre.checklist" in rules(r)
 
 
+def findings(resp: Any) -> dict[str, str]:
+    """finding id → the card rule that carries it (org.va-cds.findings)."""
+    return {
+        f: c["extension"]["org.va-cds.rule"]
+        for c in resp.json()["cards"]
+        for f in c["extension"]["org.va-cds.findings"]
+    }
+
+
 def test_order_sign_hallie_with_va_draft(client: TestClient) -> None:
     r = client.post(URL, json=body("order-sign", [va_draft(PID)], prefetch()))
     assert r.status_code == 200
     ids = rules(r)
-    assert "pre.coag.antithrombotic-active" in ids and "pre.coag.labs-missing" in ids
-    card = next(c for c in r.json()["cards"] if c["extension"]["org.va-cds.rule"] == "pre.coag.labs-missing")
-    assert card["source"]["url"].endswith("/docs/rules/pre.coag.labs-missing")
-    assert {
-        a["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"] for a in s["actions"]
-    } == {
-        "6301-6",
-        "58410-2",
-    }
+    assert "pre.coag.antithrombotic-active" in ids and "pre.checklist" in ids
+    assert findings(r)["pre.coag.labs-missing"] == "pre.checklist"  # work-up to do is a checklist row
+    card = next(c for c in r.json()["cards"] if c["extension"]["org.va-cds.rule"] == "pre.checklist")
+    assert card["source"]["url"].endswith("/docs/rules/pre.checklist")
+    codes = {a["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"] for a in s["actions"]}
+    assert {"6301-6", "58410-2"} <= codes
     assert all(len(c["summary"]) < 140 for c in r.json()["cards"])
+    assert sum(c["indicator"] in ("warning", "critical") for c in r.json()["cards"]) <= 1
 
 
 def test_order_select_sandbox_rx_view_empty_medication_returns_no_cards(client: TestClient) -> None:
@@ -162,7 +169,40 @@ def test_order_select_clopidogrel_while_va_booked_in_three_days(client: TestClie
     r = client.post(SELECT_URL, json=body("order-select", [clopidogrel], prefetch([appointment])))
     assert r.status_code == 200
     assert rules(r) == ["pre.antithrombotic-order-while-va-planned"]
-    assert "5 days" in r.json()["cards"][0]["summary"]
+    assert "inside its 5-day hold" in r.json()["cards"][0]["summary"]
+
+
+def test_why_planned_va_patient_on_warfarin_signing_a_warfarin_order_gets_the_hold_card(
+    client: TestClient,
+) -> None:
+    # The sandbox symptom of the issue: a planned-VA patient on warfarin got "All clear!" on a warfarin order.
+    planned = {
+        **va_draft(PID),
+        "id": "va-planned",
+        "status": "active",
+        "occurrenceDateTime": (LAST + timedelta(days=4)).isoformat(),
+    }
+    warfarin = {
+        "resourceType": "MedicationRequest",
+        "id": "rx-warf",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{PID}"},
+        "medicationCodeableConcept": {
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "855332",
+                    "display": "Warfarin Sodium 5 MG Oral Tablet",
+                }
+            ]
+        },
+    }
+    r = client.post(URL, json=body("order-sign", [warfarin], prefetch([planned])))
+    assert r.status_code == 200
+    assert rules(r) == ["pre.antithrombotic-order-while-va-planned"]  # only it (and sys.*) on this path
+    card = r.json()["cards"][0]
+    assert card["indicator"] == "warning" and "Warfarin ordered while a VA is planned" in card["summary"]
 
 
 def test_patient_view_with_planned_va_shows_readiness_review(client: TestClient) -> None:
@@ -187,5 +227,4 @@ def test_failed_source_is_reported_not_treated_as_missing(client: TestClient) ->
     pf = prefetch()
     pf["coagLabs"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
     r = client.post(URL, json=body("order-sign", [va_draft(PID)], pf))
-    ids = rules(r)
-    assert "pre.coag.labs-missing" not in ids and "sys.data-unavailable" in ids
+    assert "pre.coag.labs-missing" not in findings(r) and "sys.data-unavailable" in rules(r)

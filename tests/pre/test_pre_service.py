@@ -10,20 +10,22 @@ from datetime import timedelta
 import pytest
 
 from cds_service.cards import build_cards
-from cds_service.contracts import HookInput
-from hooks.preprocedure import checklist_items
+from cds_service.contracts import MEDICATION_REFS_KEY
 from hooks.preprocedure.scope import quick_scope
 from tests.pre.builders import (
     NOW,
     SERVICE,
     SERVICES,
     ClinicalFacts,
+    all_text,
     allergy,
+    carried,
     cond,
     meas,
     med,
     mri,
     ready_facts,
+    rows,
     rule_ids,
     run,
     va_order,
@@ -35,6 +37,10 @@ CATALOG_IDS = {
     "pre.coag.labs-out-of-range",
     "pre.coag.labs-missing",
     "pre.infection.active",
+    "pre.coag.coagulopathy",
+    "pre.infection.labs-abnormal",
+    "pre.indication.posterior-wall",
+    "pre.patient-deceased",
     "pre.infection.history",
     "pre.infection.screen-missing",
     "pre.infection.risk-factors",
@@ -148,7 +154,8 @@ def test_service_definition_discovery_fields() -> None:
     ]
     assert all(d.handler is SERVICE.handler and d.prefetch == SERVICE.prefetch for d in SERVICES)
     assert SERVICE.title and SERVICE.description and SERVICE.usage_requirements
-    assert set(SERVICE.checks_by_key) == set(SERVICE.prefetch)
+    # every prefetch key, plus the core's pseudo key for Medications fetched by reference (V2.4)
+    assert set(SERVICE.checks_by_key) == set(SERVICE.prefetch) | {MEDICATION_REFS_KEY}
 
 
 def test_prefetch_uses_only_cds_hooks_2_tokens_and_bounded_searches() -> None:
@@ -185,35 +192,83 @@ def _everything_wrong() -> ClinicalFacts:
         meas("temperature", 39.2, timedelta(hours=1)),
         meas("hba1c", 11.0, timedelta(days=3)),
         meas("blood_culture", None, timedelta(days=1), positive=True),
+        meas("crp", 160, timedelta(hours=3)),
     ]
     f.conditions += [
-        cond(c, display=f"{c} with a long, long record display text that goes on and on")
-        for c in ("discitis", "diabetes", "copd", "osa", "cord-compression", "myelopathy")
+        cond(
+            c,
+            display=f"{c} with a long, long record display text that goes on and on",
+            onset=timedelta(days=9),
+        )
+        for c in (
+            "discitis",
+            "diabetes",
+            "copd",
+            "osa",
+            "cord-compression",
+            "myelopathy",
+            "bleeding-disorder",
+        )
     ]
-    f.conditions.append(cond("spondylitis", active=False))
+    f.conditions += [cond("spondylitis", active=False), cond("posterior-wall")]
     f.allergies += [allergy("contrast-iodinated"), allergy("bone-cement")]
     f.imaging = [mri(findings=("no-edema", "chronic"), levels=("L3",))]
     return f
 
 
-def test_worst_case_patient_every_card_valid_summary_under_140_and_sorted() -> None:
+# What the worst-case chart shows as cards, and what it folds (V2.2: every finding in exactly one card).
+WORST_CARDS = {
+    "pre.indication.neuro-red-flags",
+    "pre.infection.active",
+    "pre.coag.labs-out-of-range",
+    "pre.allergy.cement",
+    "pre.coag.antithrombotic-active",
+    "pre.indication.concordance-discordant",
+    "pre.allergy.contrast",
+    "pre.optimization.glycemic",
+    "pre.checklist",
+    "sys.data-unavailable",
+}
+WORST_FOLDED = {
+    "pre.indication.posterior-wall": "pre.indication.neuro-red-flags",
+    "pre.infection.labs-abnormal": "pre.infection.active",
+    "pre.infection.history": "pre.infection.active",
+    "pre.coag.coagulopathy": "pre.coag.labs-out-of-range",
+    "pre.sedation.cardiopulmonary": "pre.checklist",
+    "pre.infection.risk-factors": "pre.checklist",
+}
+
+
+def test_worst_case_patient_every_card_valid_short_and_sorted() -> None:
     cards = run(_everything_wrong(), "order-sign", unavailable={"renalLabs"})
-    ids = rule_ids(cards)
-    assert ids == CATALOG_IDS - {
-        "pre.coag.labs-missing",
-        "pre.infection.screen-missing",
-        "pre.indication.concordance-missing",
-        "sys.check-failed",
-    }
+    assert rule_ids(cards) == WORST_CARDS
+    where = carried(cards)
+    assert {k: where[k] for k in WORST_FOLDED} == WORST_FOLDED
     for c in cards:
         assert len(c.summary) < 140, c.summary
+        if c.rule_id != "pre.checklist":  # the checklist alone may carry a table of its open items (V2.8)
+            assert len([line for line in c.detail.splitlines() if line.strip()]) <= 8, c.rule_id
         assert c.citation
+        assert "Policy values used" not in c.detail and "cut-point" not in all_text(c)
     built = build_cards(cards, "https://cds.example.org")  # raises on any spec violation
     assert built[0].indicator == "critical" and built[-1].indicator in ("info", "warning")
     assert all(
         b.source.url.startswith("https://cds.example.org/docs/rules/pre.") or "sys." in b.source.url
         for b in built
     )
+    for b in built:
+        findings = (b.extension or {})["org.va-cds.findings"]
+        assert findings[0] == (b.extension or {})["org.va-cds.rule"]
+
+
+def test_each_order_is_suggested_once_per_response_on_the_worst_case() -> None:
+    cards = run(_everything_wrong(), "order-sign")
+    labels = [s.description.split(", priority")[0] for c in cards for s in c.suggestions]
+    # the core removes repeats across cards (V2.7); inside one card there are none
+    for c in cards:
+        own = [s.description for s in c.suggestions]
+        assert len(own) == len(set(own)), c.rule_id
+    assert labels
 
 
 def test_summaries_stay_short_across_many_agents() -> None:
@@ -231,19 +286,16 @@ def test_summaries_stay_short_across_many_agents() -> None:
         f.draft_medications.append(med(ing, draft=True))
     for c in run(f):
         assert len(c.summary) < 140, c.summary
+        if c.rule_id != "pre.checklist":
+            assert len([line for line in c.detail.splitlines() if line.strip()]) <= 8, c.rule_id
 
 
 # ---- checklist ----
 
 
-def _inp(f: ClinicalFacts, unavailable: frozenset[str] = frozenset()) -> HookInput:
-    return HookInput("order-sign", "x", "pat-1", "Practitioner/1", None, (), NOW, f, unavailable)
-
-
 def test_checklist_items_ready_patient_met_where_data_shows_it() -> None:
-    f = ready_facts()
-    items = {i.id: i for i in checklist_items(_inp(f), [c.rule_id for c in run(f)])}
-    assert [i for i in items] == [
+    items = rows(ready_facts())
+    assert list(items) == [
         "acuity",
         "infection",
         "neuro",
@@ -267,10 +319,8 @@ def test_checklist_items_ready_patient_met_where_data_shows_it() -> None:
     assert "INR 1" in items["coagulation"].evidence
 
 
-def test_checklist_names_the_rule_behind_each_problem() -> None:
-    f = _everything_wrong()
-    fired = [c.rule_id for c in run(f)]
-    items = {i.id: i for i in checklist_items(_inp(f), fired)}
+def test_checklist_names_the_finding_behind_each_problem() -> None:
+    items = rows(_everything_wrong())
     assert items["coagulation"].status == "problem"
     assert items["coagulation"].rule_id == "pre.coag.labs-out-of-range"
     assert items["infection"].rule_id == "pre.infection.active"
@@ -282,27 +332,59 @@ def test_checklist_names_the_rule_behind_each_problem() -> None:
 
 
 def test_checklist_never_claims_met_when_a_source_failed() -> None:
-    f = ready_facts()
-    failed = frozenset({"coagLabs", "imaging", "temperature"})
-    items = {i.id: i for i in checklist_items(_inp(f, failed), [])}
+    items = rows(ready_facts(), unavailable={"coagLabs", "imaging", "temperature"})
     for key in ("coagulation", "acuity", "imaging", "infection"):
         assert items[key].status == "needs-documentation", key
 
 
+def test_checklist_card_counts_what_is_open_and_names_it() -> None:
+    f = ready_facts()
+    f.measurements = [m for m in f.measurements if m.kind not in ("inr", "platelets")]
+    f.imaging = []
+    card = {c.rule_id: c for c in run(f)}["pre.checklist"]
+    assert card.indicator == "info"
+    assert card.summary.startswith("VA checklist: 3 to obtain before 28 Nov (INR, CBC, spine MRI)")
+    assert "8 to document" in card.summary
+
+
+def test_checklist_is_a_warning_only_when_imminent_with_an_open_work_up_row() -> None:
+    f = ready_facts(va=va_order(planned=NOW + timedelta(hours=20)))
+    assert {c.rule_id: c for c in run(f)}["pre.checklist"].indicator == "info"  # nothing open
+    f.measurements = [m for m in f.measurements if m.kind != "platelets"]
+    card = {c.rule_id: c for c in run(f)}["pre.checklist"]
+    assert card.indicator == "warning" and card.summary.startswith("VA tomorrow: CBC not done")
+    assert all(r["priority"] == "stat" for s in card.suggestions for r in s.resources)
+
+
 def test_a_failing_rule_is_named_and_the_others_still_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     """V2.9: an unexpected error in one rule gives sys.check-failed naming it; every other rule still runs."""
-    from hooks.preprocedure import service as service_module
+    from hooks.preprocedure import present
 
     def broken(_ctx: object) -> None:
         raise TypeError("can't compare offset-naive and offset-aware datetimes")
 
-    rules = list(service_module.FULL_RULES)
+    rules = list(present.FULL_RULES)
     target = next(i for i, (rid, _) in enumerate(rules) if rid == "pre.coag.antithrombotic-active")
     rules[target] = ("pre.coag.antithrombotic-active", broken)
-    monkeypatch.setattr(service_module, "FULL_RULES", tuple(rules))
-    cards = run(_everything_wrong(), "order-sign")
+    monkeypatch.setattr(present, "FULL_RULES", tuple(rules))
+    f = _everything_wrong()
+    cards = run(f, "order-sign")
     ids = rule_ids(cards)
     assert "sys.check-failed" in ids and "pre.coag.antithrombotic-active" not in ids
     failed = next(c for c in cards if c.rule_id == "sys.check-failed")
     assert "pre.coag.antithrombotic-active" in failed.detail and failed.indicator == "warning"
     assert {"pre.infection.active", "pre.allergy.cement", "pre.checklist"} <= ids
+
+
+def test_checklist_page_rows_are_the_rows_of_the_call_that_just_ran() -> None:
+    from dataclasses import replace
+
+    from hooks.preprocedure import checklist_items
+    from tests.pre.builders import POLICY, hook_input
+
+    f = _everything_wrong()
+    inp = hook_input(f)
+    SERVICE.handler(inp)
+    remembered = checklist_items(inp, POLICY)  # taken from the call
+    recomputed = checklist_items(replace(inp), POLICY)  # a new object: the rules run again
+    assert remembered == recomputed and remembered
