@@ -37,12 +37,12 @@ INR_HIGH = "test.inr-high"
 INR_ORDER = "Order INR"
 
 
-def _inr_order(patient_id: str) -> dict[str, Any]:
+def _lab_order(patient_id: str, loinc: str = "6301-6", display: str = "INR") -> dict[str, Any]:
     return {
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "order",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "6301-6", "display": "INR"}]},
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": display}]},
         "subject": {"reference": f"Patient/{patient_id}"},
     }
 
@@ -62,12 +62,12 @@ def _handler(inp: HookInput) -> list[CardSpec]:
                 suggestions=(
                     SuggestionSpec(
                         label=INR_ORDER,
-                        resources=(_inr_order(inp.patient_id),),
+                        resources=(_lab_order(inp.patient_id),),
                         description="Create a draft order: INR (LOINC 6301-6)",
                     ),
                     SuggestionSpec(
                         label="Order platelet count",
-                        resources=(_inr_order(inp.patient_id),),
+                        resources=(_lab_order(inp.patient_id, "777-3", "Platelets"),),
                         description="Create a draft order: platelets (LOINC 777-3)",
                     ),
                 ),
@@ -176,10 +176,12 @@ class Chart:
     labs: tuple[dict[str, Any], ...] = ()
 
     def prefetch(self) -> dict[str, Any]:
+        # Each resource about this chart's patient (another patient's would be ignored as evidence).
+        subject = {"subject": {"reference": f"Patient/{self.patient_id}"}}
         return {
             "patient": {"resourceType": "Patient", "id": self.patient_id, "birthDate": "1948-03-02"},
-            "meds": searchset(*self.meds),
-            "labs": searchset(*self.labs),
+            "meds": searchset(*({**r, **subject} for r in self.meds)),
+            "labs": searchset(*({**r, **subject} for r in self.labs)),
         }
 
 

@@ -1,6 +1,6 @@
 """Memory is shared, not per process: two real server processes (uvicorn) on one database, SQLite and
 PostgreSQL, with the clinical pre-procedure service. What one learns from feedback, the other applies;
-a changed lab brings the critical card back in full on either.
+a changed lab brings the card back in full on either.
 
 The service id is taken from discovery (the service answering order-sign whose id starts with
 "va-preprocedure"), so the split of services into one per hook needs no change here.
@@ -25,7 +25,7 @@ import pytest
 from cds_service.persistence import Store
 
 COAG = "pre.coag.labs-out-of-range"
-IMAGING = "pre.indication.concordance-missing"
+CHECKLIST = "pre.checklist"
 
 
 def _free_port() -> int:
@@ -132,36 +132,41 @@ def test_two_processes_share_one_memory(servers: tuple[str, str], db_url: str) -
             time.sleep(0.05)
         return {c["extension"]["org.va-cds.rule"]: c for c in r.json()["cards"]}
 
-    def override(base: str, card: dict[str, Any]) -> None:
-        item = {
+    def feedback(base: str, card: dict[str, Any], outcome: str = "overridden") -> None:
+        item: dict[str, Any] = {
             "card": card["uuid"],
-            "outcome": "overridden",
+            "outcome": outcome,
             "outcomeTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "overrideReason": {"reason": {"system": "https://va-cds.org", "code": "held-per-protocol"}},
         }
+        if outcome == "overridden":
+            item["overrideReason"] = {"reason": {"system": "https://va-cds.org", "code": "held-per-protocol"}}
+        else:
+            item["acceptedSuggestions"] = [{"id": card["suggestions"][0]["uuid"]}]
         r = httpx.post(f"{base}/cds-services/{service['id']}/feedback", json={"feedback": [item]})
         assert r.status_code == 200 and r.json()["stored"] == 1
 
     try:
         first = call(a)
-        assert first[COAG]["indicator"] == "critical" and first[IMAGING]["indicator"] == "warning"
-        override(a, first[COAG])
-        override(a, first[IMAGING])
+        assert first[COAG]["indicator"] == "warning"
+        ordered = first[CHECKLIST]["suggestions"][0]["label"]  # the first work-up order it suggests
+        feedback(a, first[COAG])
+        feedback(a, first[CHECKLIST], "accepted")
 
         seen_by_b = call(b)  # the other process, the same database
-        assert seen_by_b[IMAGING]["indicator"] == "info"
-        assert seen_by_b[IMAGING]["extension"]["org.va-cds.memory"]["actions"] == ["demoted"]
-        assert seen_by_b[IMAGING]["detail"].startswith("**Overridden on ")
-        assert seen_by_b[COAG]["indicator"] == "critical"  # never softened...
-        assert seen_by_b[COAG]["extension"]["org.va-cds.memory"]["actions"] == ["noted"]  # ...only noted
+        assert seen_by_b[COAG]["indicator"] == "info"
+        assert seen_by_b[COAG]["extension"]["org.va-cds.memory"]["actions"] == ["demoted"]
+        assert seen_by_b[COAG]["detail"].startswith("**Overridden on ")
+        withheld = seen_by_b[CHECKLIST]
+        assert ordered not in [x["label"] for x in withheld.get("suggestions") or ()]
+        assert withheld["extension"]["org.va-cds.memory"]["actions"] == ["suggestion-withheld"]
+        assert "**Already ordered on " in withheld["detail"]
 
         new_lab = call(a, inr_value=2.9, inr_id="inr2")  # a new INR: the coagulation card is new again
-        assert new_lab[COAG]["indicator"] == "critical"
+        assert new_lab[COAG]["indicator"] == "warning"
         assert "org.va-cds.memory" not in new_lab[COAG]["extension"]
         assert (
             new_lab[COAG]["extension"]["org.va-cds.fingerprint"]
             != first[COAG]["extension"]["org.va-cds.fingerprint"]
         )
-        assert new_lab[IMAGING]["indicator"] == "info"  # its own evidence did not change
     finally:
         store.close()
