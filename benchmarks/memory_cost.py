@@ -46,9 +46,17 @@ PACE_S = 0.010
 
 
 def _patients(request: dict[str, Any], n: int) -> list[bytes]:
-    """The same request for `n` patients: the patient id replaced everywhere (context, Patient, subjects)."""
+    """The same request for `n` patients: the patient id replaced everywhere (context, Patient, subjects).
+
+    The record's Patient is deceased, and a deceased patient gets no cards (catalog V2): the death date is
+    left out here so that the rules run and memory has cards to work on.
+    """
     pid = str(request["context"]["patientId"])
-    raw = orjson.dumps({**request, "hookInstance": _HOOK_INSTANCE.decode()})
+    prefetch = dict(request.get("prefetch") or {})
+    patient = prefetch.get("patient")
+    if isinstance(patient, dict):
+        prefetch["patient"] = {k: v for k, v in patient.items() if not k.startswith("deceased")}
+    raw = orjson.dumps({**request, "prefetch": prefetch, "hookInstance": _HOOK_INSTANCE.decode()})
     return [raw.replace(pid.encode(), str(uuid.uuid4()).encode()) for _ in range(n)]
 
 
@@ -56,8 +64,8 @@ def _body(template: bytes) -> bytes:
     return template.replace(_HOOK_INSTANCE, str(uuid.uuid4()).encode())
 
 
-def _feedback_for(cards: list[dict[str, Any]], when: str) -> bytes:
-    """Every warning overridden, every suggestion accepted."""
+def _feedback_for(cards: list[dict[str, Any]], when: str) -> bytes | None:
+    """Every warning overridden, every suggestion accepted (None: nothing to report)."""
     items: list[dict[str, Any]] = []
     for card in cards:
         if card["indicator"] == "warning":
@@ -72,7 +80,7 @@ def _feedback_for(cards: list[dict[str, Any]], when: str) -> bytes:
                     "outcomeTimestamp": when,
                 }
             )
-    return orjson.dumps({"feedback": items})
+    return orjson.dumps({"feedback": items}) if items else None
 
 
 def case_memory(
@@ -116,7 +124,9 @@ def case_memory(
                 for template in templates:
                     first = post(name, path, _body(template))
                     drain(name)
-                    post(name, f"{path}/feedback", _feedback_for(first["cards"], now))
+                    feedback = _feedback_for(first["cards"], now)
+                    if feedback is not None:
+                        post(name, f"{path}/feedback", feedback)
                     for _ in range(history):
                         post(name, path, _body(template))
                 drain(name)
