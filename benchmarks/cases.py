@@ -46,6 +46,9 @@ class Config:
     scale_sizes: tuple[int, ...] = (100, 1_000, 10_000)
     scale_reps: int = 9
     peer_reps: int = 9
+    memory_reps: int = 200  # a ≤ 1 ms delta needs many calls per subject for a stable p50
+    memory_history: int = 30
+    memory_patients: int = 10
     budget_s: float = 120.0
 
     @classmethod
@@ -62,6 +65,9 @@ class Config:
             scale_sizes=(100, 300, 1_000),
             scale_reps=3,
             peer_reps=3,
+            memory_reps=30,
+            memory_history=5,
+            memory_patients=3,
             budget_s=30.0,
         )
 

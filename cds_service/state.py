@@ -21,6 +21,8 @@ from sqlalchemy.engine import Connection
 from cds_service.auth import JwtVerifier, load_trust
 from cds_service.contracts import ServiceDefinition
 from cds_service.fhir_client import FhirPool
+from cds_service.memory.policy import MemoryPolicy
+from cds_service.memory.recall import AlertMemory
 from cds_service.metrics import Metrics
 from cds_service.persistence import AuditRecord, Store, StoreUnavailable
 from cds_service.persistence.writer import GroupCommitWriter
@@ -46,6 +48,7 @@ class State:
         clock: Callable[[], datetime],
         http: httpx.AsyncClient | None,
         jwt_clock: Callable[[], float] | None = None,
+        memory_policy: MemoryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -72,6 +75,10 @@ class State:
         # With auth off the FHIR bases come from VA_CDS_FHIR_SERVERS; with auth on, per issuer (trust file).
         self.fhir_servers_auth_off = fhir_servers_when_auth_off(settings)
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
+        # Alert memory (issue 19) needs patient hashes that stay the same across restarts: a configured key.
+        self.memory = AlertMemory(
+            store, memory_policy or MemoryPolicy(), self.metrics, stable_key=bool(settings.patient_hash_key)
+        )
         # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
         # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
         self._writer: GroupCommitWriter | None = None

@@ -1,7 +1,7 @@
 """SMART launch sessions and the checklist filing audit line (issue 20).
 
 Revision ID: 0005
-Revises: 0002 (the integrator re-chains 0003 → 0004 → 0005 at merge)
+Revises: 0003 on wip/19 (the integrator re-chains 0003 → 0004 → 0005 at merge)
 Create Date: 2026-12-01
 
 Written out by hand (not from `cds_service.smart.sessions`) so this revision keeps describing the tables
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
