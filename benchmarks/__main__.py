@@ -18,10 +18,11 @@ from pathlib import Path
 
 from benchmarks.budget import case_budget
 from benchmarks.cases import Config, case_fetch, case_floor, case_http, case_peer, case_scaling
+from benchmarks.memory_cost import case_memory
 from benchmarks.report import RESULTS, CaseResult, machine_info, write_results
 from benchmarks.workers import case_workers
 
-CASES = ("floor", "http", "fetch", "scaling", "workers", "peer", "budget")
+CASES = ("floor", "http", "fetch", "scaling", "workers", "peer", "budget", "memory")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         "workers": lambda: case_workers(cfg),
         "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
         "budget": lambda: case_budget(cfg.quick),
+        "memory": lambda: case_memory(
+            cfg.memory_reps,
+            cfg.floor_warmup,
+            cfg.memory_history,
+            cfg.memory_patients,
+            cfg.budget_s,
+            cfg.http_body_resources,
+        ),
     }
     machine = machine_info()
     print(

@@ -1,4 +1,4 @@
-"""Benchmark cases 1–5 (case 7, `workers`, is in benchmarks/workers.py). Each returns a CaseResult:
+"""Benchmark cases 1–5 (budget, memory and workers have modules of their own). Each returns a CaseResult:
 printed lines, targets, raw figures.
 
 Every figure is a ratio or a percentile between subjects measured in the same run, interleaved where
@@ -51,6 +51,9 @@ class Config:
     workers_duration_s: float = 5.0
     workers_rounds: int = 2
     workers_claim_calls: int = 500
+    memory_reps: int = 200  # a ≤ 1 ms delta needs many calls per subject for a stable p50
+    memory_history: int = 30
+    memory_patients: int = 10
     budget_s: float = 120.0
 
     @classmethod
@@ -71,6 +74,9 @@ class Config:
             workers_duration_s=1.0,
             workers_rounds=1,
             workers_claim_calls=50,
+            memory_reps=30,
+            memory_history=5,
+            memory_patients=3,
             budget_s=30.0,
         )
 

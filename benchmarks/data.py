@@ -137,6 +137,9 @@ def route(resources: Iterable[dict[str, Any]], specs: list[KeySpec]) -> Routed:
             left_out[f"{rtype} (billing)"] += 1
             continue
         if rtype == "Patient":
+            # The heavy record's patient has a death date; a deceased patient gets no cards (catalog V2.4):
+            # left in, every case would time a short-circuit instead of the full rule path.
+            res = {k: v for k, v in res.items() if not k.startswith("deceased")}
             patient = res
         keys = by_type.get(rtype)
         if not keys:

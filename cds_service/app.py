@@ -8,11 +8,13 @@ OperationOutcome saying what is wrong; the service never answers client input wi
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,11 @@ from cds_service.gc_tuning import settle_heap
 from cds_service.hook_contexts import context_problems
 from cds_service.invocation import InvocationResult, invoke
 from cds_service.logs import configure_logging, log_request, patient_hash
+from cds_service.memory.apply import MemoryOutcome, suggestion_keys
+from cds_service.memory.fingerprint import FINGERPRINT_KEY
+from cds_service.memory.policy import load_memory_policy
 from cds_service.models import (
+    Card,
     DiscoveryResponse,
     FeedbackRequest,
     HookRequest,
@@ -64,6 +70,8 @@ OPENAPI_FILE = Path(__file__).resolve().parents[1] / "openapi.yaml"
 JSON_TYPES = ("application/json", "application/fhir+json", "application/cds-hooks+json")
 # Hook and feedback answers are about one patient and one caller: no shared or browser cache may keep them.
 NO_STORE = {"Cache-Control": "no-store"}
+#: Largest feedback body (issue 16 item 4): a report is a few short fields per card (bounds in models.py).
+MAX_FEEDBACK_BODY_BYTES = 256_000
 
 
 def _utcnow() -> datetime:
@@ -76,6 +84,22 @@ def _pretty_errors(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ())) or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, as far as memory and feedback care: the JWT issuer and tenant ("" when none)."""
+
+    issuer: str = ""
+    tenant: str = ""
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any] | None) -> Caller:
+        """From verified claims; with authentication off (None) one anonymous caller, memory still works."""
+        if claims is None:
+            return cls()
+        tenant = claims.get("tenant")
+        return cls(issuer=str(claims.get("iss") or ""), tenant=tenant if isinstance(tenant, str) else "")
 
 
 def _descriptors(services: dict[str, ServiceDefinition]) -> list[ServiceDescriptor]:
@@ -126,7 +150,9 @@ def create_app(
         store.upgrade()  # migrations on start-up; `va-cds db upgrade` does the same by hand
     except StoreUnavailable:
         log.error("database unavailable at start-up: feedback will answer 503 until it returns")
-    state = State(settings, policy, library, services, store, clock, http_client, jwt_clock)
+    memory_policy = load_memory_policy(policy.path)  # the `memory:` block; malformed → start-up stops
+    state = State(settings, policy, library, services, store, clock, http_client, jwt_clock, memory_policy)
+    state.memory.announce()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -196,12 +222,12 @@ def create_app(
                 {"WWW-Authenticate": www_authenticate(exc.reason)},
             ) from None
 
-    async def read_json(request: Request) -> Any:
+    async def read_json(request: Request, limit: int | None = None) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in JSON_TYPES and not ctype.endswith("+json"):
             raise ClientError(415, "Content-Type must be application/json")
         declared = request.headers.get("content-length")
-        limit = settings.max_body_bytes
+        limit = settings.max_body_bytes if limit is None else min(limit, settings.max_body_bytes)
         if declared and declared.isdigit() and int(declared) > limit:
             raise ClientError(413, f"request body larger than {limit} bytes")
         chunks: list[bytes] = []
@@ -278,10 +304,22 @@ def create_app(
             ) from None
         # In memory only (signed token, card link); the snapshot row is written off the response path.
         attach_checklist_link(state, svc.id, result, base)
+        caller = Caller.from_claims(claims)
+        pid = req.context.get("patientId")
+        patient = patient_hash(state.hash_key, pid) if isinstance(pid, str) else None
+        remembered = await state.memory.apply(
+            result.cards,
+            patient_hash=patient,
+            issuer=caller.issuer,
+            tenant=caller.tenant,
+            hook=req.hook,
+            now=received,
+        )
+        result.cards = remembered.cards
         duration = time.perf_counter() - started
         body = HookResponse(cards=result.cards).to_json()
         _observe(state, svc, req, result, duration)
-        record = _audit_record(state, svc, req, result, received, duration)
+        record = _audit_record(svc, req, result, remembered, received, duration, patient, caller)
         # Off the request cycle entirely: a BackgroundTask would hold the keep-alive connection (and so the
         # EHR's next call) until the database write finished.
         try:
@@ -293,19 +331,29 @@ def create_app(
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Response:
         base = state.base_url(request)
-        await authenticate(
+        claims = await authenticate(
             request, [f"{base}/cds-services/{service_id}/feedback", f"{base}/cds-services/{service_id}"]
         )
+        caller = Caller.from_claims(claims)
         svc = service_or_404(service_id)
-        raw = await read_json(request)
+        raw = await read_json(request, MAX_FEEDBACK_BODY_BYTES)
         try:
             fb = FeedbackRequest.model_validate(raw)
         except ValidationError as exc:
             raise ClientError(400, f"invalid feedback: {_pretty_errors(exc)}") from None
+        # Stored under the caller: it counts only for a card this service sent to this issuer and tenant
+        # (report and memory join on all three), so a report from anyone else is kept exactly like one
+        # about an unknown card and can never turn the genuine report into a "duplicate".
+        save = functools.partial(
+            state.store.save_feedback,
+            svc.id,
+            fb.feedback,
+            state.clock(),
+            issuer=caller.issuer,
+            tenant=caller.tenant,
+        )
         try:
-            new = await anyio.to_thread.run_sync(
-                state.store.save_feedback, svc.id, fb.feedback, state.clock()
-            )
+            new = await anyio.to_thread.run_sync(save)
         except InvalidFeedback as exc:
             raise ClientError(400, f"invalid feedback: {exc}") from None
         except StoreUnavailable:
@@ -403,30 +451,39 @@ def _ignored(result: InvocationResult) -> dict[str, int]:
 
 
 def _audit_record(
-    state: State,
     svc: ServiceDefinition,
     req: HookRequest,
     result: InvocationResult,
+    remembered: MemoryOutcome,
     received: datetime,
     duration: float,
+    patient: str | None,
+    caller: Caller,
 ) -> AuditRecord:
-    pid = req.context.get("patientId")
+    def row(c: Card) -> dict[str, Any]:
+        ext = c.extension or {}
+        actions = remembered.actions.get(str(c.uuid))
+        return {
+            "uuid": str(c.uuid),
+            "rule": ext.get("org.va-cds.rule"),
+            "indicator": c.indicator,
+            "suggestions": [str(s.uuid) for s in c.suggestions or ()],
+            "fingerprint": ext.get(FINGERPRINT_KEY),
+            "memory": ",".join(actions) if actions else None,
+            "suggestion_keys": suggestion_keys(c),
+        }
+
     return AuditRecord(
         hook_instance=req.hookInstance,
         service_id=svc.id,
         hook=req.hook,
         received_at=received,
         duration_ms=round(duration * 1000, 3),
-        patient_hash=patient_hash(state.hash_key, pid) if isinstance(pid, str) else None,
-        cards=[
-            {
-                "uuid": str(c.uuid),
-                "rule": (c.extension or {}).get("org.va-cds.rule"),
-                "indicator": c.indicator,
-                "suggestions": [str(s.uuid) for s in c.suggestions or ()],
-            }
-            for c in result.cards
-        ],
+        patient_hash=patient,
+        # Cards memory left out are kept (marked "omitted"): the report counts what memory spared.
+        cards=[row(c) for c in [*result.cards, *remembered.omitted]],
+        issuer=caller.issuer,
+        tenant=caller.tenant,
         # The counts of ignored resources ride in the outcomes map (no schema change): "ignored:other-patient"
         # → "2". They are about the FHIR data the call read, which is what this map records.
         fhir_outcomes={

@@ -3,7 +3,8 @@
 Adds a uuid to every card and suggestion, the source (label, the rule's documentation page, the rule id
 as topic), the `org.va-cds.*` extensions, default override reasons on warning/critical cards, and
 validates the whole card with the strict wire model. Cards come back sorted critical first, at most one
-per rule, each order suggested once per response (`cds_service.suggestions`).
+per rule, each order suggested once per response (`cds_service.suggestions`), each with its evidence
+fingerprint (`cds_service.memory.fingerprint`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cds_service.contracts import DEFAULT_OVERRIDE_REASONS, INDICATOR_ORDER, CardSpec
+from cds_service.memory.fingerprint import with_fingerprint
 from cds_service.models import Action, Card, Coding, Link, OverrideReason, Source, Suggestion
 from cds_service.suggestions import dedupe_suggestions
 
@@ -102,4 +104,5 @@ def build_cards(specs: Iterable[CardSpec], base_url: str) -> list[Card]:
         if held is None or INDICATOR_ORDER[spec.indicator] < INDICATOR_ORDER[held.indicator]:
             by_rule[spec.rule_id] = spec
     ordered = sorted(by_rule.values(), key=lambda s: INDICATOR_ORDER[s.indicator])  # stable within a level
-    return [build_card(s, base_url) for s in dedupe_suggestions(ordered)]
+    # fingerprint: alert memory
+    return [with_fingerprint(build_card(s, base_url)) for s in dedupe_suggestions(ordered)]

@@ -4,7 +4,8 @@ Routes (all server-rendered Jinja2 with autoescaping; no scripts at all, no exte
 on hospital networks that block CDNs and pass a strict Content-Security-Policy):
 
 * `GET /docs/rules`, `GET /docs/rules/{rule_id}` — what each rule checks, the policy values in force
-  (value, unit, source), the evidence it reads, the steps it advises and its citation.
+  (value, unit, source), the evidence it reads, the steps it advises, its citation and what alert
+  memory does with its cards here.
 * `GET /checklist/{token}` (`?print=1` for the print view) — the master checklist for one hook call,
   pre-procedure items pre-marked from the snapshot the call left behind.
 * `POST /checklist/{token}/export` — the ticked form (form-encoded or JSON) back as a FHIR R4
@@ -34,6 +35,7 @@ from cds_service.checklist import service as checklist
 from cds_service.checklist import token as tokens
 from cds_service.checklist.storage import Snapshot
 from cds_service.contracts import RuleDoc, ServiceDefinition
+from cds_service.memory.recall import AlertMemory
 from cds_service.persistence import StoreUnavailable
 from cds_service.state import State
 from hooks.policy import Policy
@@ -132,6 +134,38 @@ def _hold_rows(policy: Policy) -> list[dict[str, str]]:
     ]
 
 
+def memory_view(memory: AlertMemory, doc: RuleDoc) -> dict[str, Any]:
+    """What the rule page says about alert memory for this rule: on or off (and why), and its windows."""
+    policy = memory.policy
+    off = ""
+    if not policy.enabled:
+        off = "Alert memory is switched off in this site's policy file."
+    elif not memory.enabled:
+        off = "Alert memory is off on this server: no stable patient hash key is configured."
+    elif doc.rule_id in policy.rules_off:
+        off = (
+            f"Alert memory is switched off for this rule in the policy file: {policy.rules_off[doc.rule_id]}"
+        )
+    rows = [
+        PolicyRow(
+            f"memory.{key}",
+            _fmt(s.value) if not isinstance(s.value, bool) else str(s.value).lower(),
+            s.unit,
+            s.source,
+        )
+        for key, s in policy.settings.items()
+    ]
+    return {
+        "off": off,
+        "critical": doc.indicator == "critical",
+        "override_days": _fmt(policy.override_memory_days),
+        "accepted_days": _fmt(policy.accepted_memory_days),
+        "repeat_hours": _fmt(policy.repeat_memory_hours),
+        "omit": policy.omit_overridden_on_patient_view,
+        "rows": rows,
+    }
+
+
 def _catalog(services: dict[str, ServiceDefinition]) -> dict[str, RuleEntry]:
     out: dict[str, RuleEntry] = {}
     for svc in services.values():
@@ -220,6 +254,7 @@ def docs_router(state: State) -> APIRouter:
             policy_rows=rows,
             holds=_hold_rows(state.policy) if holds else [],
             holds_source=state.policy.holds_source,
+            memory=memory_view(state.memory, entry.doc),
         )
 
     async def snapshot_for(request: Request, token: str) -> Snapshot | HTMLResponse:

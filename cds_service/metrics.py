@@ -55,6 +55,32 @@ class Metrics:
             registry=r,
         )
 
+        # Alert memory (cds_service.memory): what it spared clinicians, by rule, and when it could not look.
+        self.memory_demoted_total = Counter(
+            "va_cds_memory_demoted",
+            "Warnings alert memory returned as info (overridden, or repeated on the same data)",
+            ["rule"],
+            registry=r,
+        )
+        self.memory_suggestions_withheld_total = Counter(
+            "va_cds_memory_suggestions_withheld",
+            "Suggestions alert memory withheld because the same order was accepted on the same data",
+            ["rule"],
+            registry=r,
+        )
+        self.memory_omitted_total = Counter(
+            "va_cds_memory_omitted",
+            "Overridden warnings alert memory left out of patient-view (only when the policy says so)",
+            ["rule"],
+            registry=r,
+        )
+        self.memory_lookup_failures_total = Counter(
+            "va_cds_memory_lookup_failures",
+            "Hook calls answered without alert memory: the lookup failed (unavailable, timeout, error)",
+            ["reason"],
+            registry=r,
+        )
+
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of this registry and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -235,9 +235,18 @@ _HOOK_RESPONSE_JSON: TypeAdapter[HookResponse] = TypeAdapter(HookResponse)
 # ---------------------------------------------------------------------------------------------------
 
 
+# Bounds on feedback (issue 16): a report is a few short fields; these keep one request from storing
+# megabytes of free text per card. Each is answered with a 400 naming the field (openapi.yaml has them too).
+MAX_FEEDBACK_ITEMS = 100
+MAX_ACCEPTED_SUGGESTIONS = 50
+MAX_REASON_FIELD_CHARS = 500
+MAX_REASON_FIELDS = 10
+MAX_USER_COMMENT_CHARS = 2000
+
+
 class AcceptedSuggestion(BaseModel):
     model_config = ConfigDict(extra="allow")
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=200)
 
 
 class OverrideReasonIn(BaseModel):
@@ -245,7 +254,21 @@ class OverrideReasonIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     reason: dict[str, Any] | None = None
-    userComment: str | None = None
+    userComment: str | None = Field(default=None, max_length=MAX_USER_COMMENT_CHARS)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_is_small(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        if len(v) > MAX_REASON_FIELDS:
+            raise ValueError(f"a reason Coding has at most {MAX_REASON_FIELDS} members")
+        for key, value in v.items():
+            if isinstance(value, str) and len(value) > MAX_REASON_FIELD_CHARS:
+                raise ValueError(f"reason.{key} is longer than {MAX_REASON_FIELD_CHARS} characters")
+            if isinstance(value, dict | list):
+                raise ValueError(f"reason.{key} must be a plain value (a Coding has no nested members)")
+        return v
 
 
 class FeedbackItem(BaseModel):
@@ -253,7 +276,9 @@ class FeedbackItem(BaseModel):
 
     card: str = Field(min_length=1, max_length=200)
     outcome: Literal["accepted", "overridden"]
-    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    acceptedSuggestions: list[AcceptedSuggestion] | None = Field(
+        default=None, max_length=MAX_ACCEPTED_SUGGESTIONS
+    )
     overrideReason: OverrideReasonIn | None = None
     outcomeTimestamp: str = Field(min_length=1)
 
@@ -295,7 +320,7 @@ class FeedbackItem(BaseModel):
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    feedback: list[FeedbackItem] = Field(min_length=1, max_length=500)
+    feedback: list[FeedbackItem] = Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)
 
     @model_validator(mode="before")
     @classmethod

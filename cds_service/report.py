@@ -1,8 +1,10 @@
 """`va-cds report overrides` (override analytics) and `va-cds db upgrade` (schema migrations).
 
 Informatics teams tune rules by how often clinicians override them; this prints, per rule id, the
-cards shown, how many were accepted or overridden, the override rate and the most common override
-reasons, as an aligned table and optionally as CSV for a spreadsheet.
+cards shown, how many were accepted or overridden, the override rate, the repeat burden (cards that
+repeated an earlier card's evidence fingerprint for the same patient chart, and how many of those alert
+memory spared the clinician) and the most common override reasons, as an aligned table and optionally
+as CSV for a spreadsheet.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ _CSV_FIELDS = [
     "overridden",
     "accept_rate",
     "override_rate",
+    "repeats",
+    "repeats_spared",
     *(f"top_reason_{i}{suffix}" for i in (1, 2, 3) for suffix in ("", "_count")),
 ]
 
@@ -50,7 +54,15 @@ def _percent(rate: float | None) -> str:
 
 def format_table(stats: Sequence[RuleStats]) -> str:
     """An aligned plain-text table; numbers right-aligned, reasons as 'label (n)'."""
-    header = ["rule", "shown", "accepted", "overridden", "override rate", "top override reasons"]
+    header = [
+        "rule",
+        "shown",
+        "accepted",
+        "overridden",
+        "override rate",
+        "repeat burden",
+        "top override reasons",
+    ]
     rows = [
         [
             s.rule_id,
@@ -58,12 +70,13 @@ def format_table(stats: Sequence[RuleStats]) -> str:
             str(s.accepted),
             str(s.overridden),
             _percent(s.override_rate),
+            f"{s.repeats} ({s.spared} spared)" if s.repeats or s.spared else "-",
             "; ".join(f"{label} ({n})" for label, n in s.top_reasons) or "-",
         ]
         for s in stats
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    numeric = {1, 2, 3, 4}
+    numeric = {1, 2, 3, 4, 5}
 
     def line(cells: list[str]) -> str:
         padded = [
@@ -100,6 +113,8 @@ def write_csv(stats: Sequence[RuleStats], out: TextIO) -> None:
                 s.overridden,
                 "" if s.accept_rate is None else f"{s.accept_rate:.4f}",
                 "" if s.override_rate is None else f"{s.override_rate:.4f}",
+                s.repeats,
+                s.spared,
                 *reasons,
             ]
         )
@@ -114,7 +129,9 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
     stderr = stderr or sys.stderr
     parser = argparse.ArgumentParser(prog="va-cds report", description="Reports from the audit database")
     sub = parser.add_subparsers(dest="report", required=True)
-    overrides = sub.add_parser("overrides", help="per rule: cards shown, accepted, overridden, top reasons")
+    overrides = sub.add_parser(
+        "overrides", help="per rule: cards shown, accepted, overridden, repeat burden, top reasons"
+    )
     overrides.add_argument(
         "--since", type=_since, help="only cards shown on or after this ISO date/time (UTC)"
     )

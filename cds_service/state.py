@@ -22,6 +22,8 @@ from sqlalchemy.engine import Connection
 from cds_service.auth import JwtVerifier, load_trust
 from cds_service.contracts import ServiceDefinition
 from cds_service.fhir_client import FhirPool
+from cds_service.memory.policy import MemoryPolicy
+from cds_service.memory.recall import AlertMemory
 from cds_service.metrics import Metrics
 from cds_service.persistence import AuditRecord, Store, StoreUnavailable
 from cds_service.persistence.jti import JtiStore
@@ -49,6 +51,7 @@ class State:
         clock: Callable[[], datetime],
         http: httpx.AsyncClient | None,
         jwt_clock: Callable[[], float] | None = None,
+        memory_policy: MemoryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -80,6 +83,10 @@ class State:
         # The replay table every worker and replica shares (issue 17): the verifier claims each jti there.
         self.jti = JtiStore(store)
         self.shared_jti = SharedJti(self.jti)  # group-committed claims (persistence/jti.py JtiClaimer)
+        # Alert memory (issue 19) needs patient hashes that stay the same across restarts: a configured key.
+        self.memory = AlertMemory(
+            store, memory_policy or MemoryPolicy(), self.metrics, stable_key=bool(settings.patient_hash_key)
+        )
         # One writer thread (audit rows, checklist snapshots), many per transaction: written in arrival order,
         # drained at shutdown, and recreated on the next use, so an app object survives several lifespans.
         self._writer: GroupCommitWriter | None = None

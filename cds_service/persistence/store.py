@@ -25,7 +25,7 @@ import re
 import threading
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,18 +44,28 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from cds_service.models import FeedbackItem
-from cds_service.persistence.tables import audit, audit_card, feedback
+from cds_service.persistence.tables import UTCDateTime, audit, audit_card, feedback
 
 log = logging.getLogger(__name__)
 
 #: rule id under which the override report lists feedback for cards we hold no audit row for.
 UNATTRIBUTED = "(no audit record)"
+#: `audit_card.memory` of a card alert memory left out of the response (not shown).
+OMITTED = "omitted"
+#: memory actions that spared the clinician an interruption (counted in the report's repeat burden).
+SPARING_ACTIONS = frozenset({"demoted", "suggestion-withheld", OMITTED})
 
 # Chosen so a hung or black-holed database shows up as "unavailable" (503, not ready) within
 # seconds instead of pinning worker threads; the EHR retries feedback anyway.
 _PG_CONNECT_TIMEOUT_S = 5
 _PG_STATEMENT_TIMEOUT_MS = 10_000
 _SQLITE_BUSY_TIMEOUT_MS = 5_000
+_SQLITE_READ_BUSY_TIMEOUT_MS = 50
+#: A `repeat_since` no card can be shown after (repeat memory not asked for).
+_NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+# Alert memory reads on the response path: better no memory than a slow answer (cds_service.memory).
+_PG_READ_CONNECT_TIMEOUT_S = 2
+_PG_READ_STATEMENT_TIMEOUT_MS = 300
 # Arbitrary constant key for pg_advisory_xact_lock: serialises concurrent start-up migrations.
 _MIGRATION_LOCK_KEY = 0x7661_6364_7301
 
@@ -78,10 +88,42 @@ class AuditRecord:
     received_at: datetime
     duration_ms: float
     patient_hash: str | None
-    #: [{"uuid": ..., "rule": rule_id, "indicator": ..., "suggestions": [uuid, ...]}]
+    #: [{"uuid": ..., "rule": rule_id, "indicator": ..., "suggestions": [uuid, ...]}], optionally with
+    #: "fingerprint", "memory" (what alert memory did) and "suggestion_keys" (aligned with "suggestions")
     cards: list[dict[str, Any]] = field(default_factory=list)
     #: prefetch key → "prefetched" | "fetched" | "null" | "failed:<reason>" | "operation-outcome"
     fhir_outcomes: dict[str, str] = field(default_factory=dict)
+    #: the caller's JWT issuer and tenant; "" when authentication is off or the token names no tenant
+    issuer: str = ""
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackSeen:
+    """One feedback report on a remembered card (bound: same service, issuer and tenant as the card)."""
+
+    outcome: str
+    outcome_at: datetime
+    reason_code: str | None
+    reason_display: str | None
+    user_comment: str | None
+    accepted_suggestions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecalledCard:
+    """A card shown earlier to the same patient, issuer and tenant, with the feedback it got."""
+
+    uuid: str
+    rule_id: str
+    fingerprint: str
+    indicator: str
+    shown_at: datetime
+    hook: str
+    memory: str | None
+    suggestions: tuple[str, ...]
+    suggestion_keys: tuple[str, ...]
+    feedback: tuple[FeedbackSeen, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +137,10 @@ class RuleStats:
     overridden: int
     #: up to three (reason label, distinct cards) pairs, most frequent first
     top_reasons: tuple[tuple[str, int], ...] = ()
+    #: cards that repeated an earlier card's fingerprint for the same patient, issuer and tenant
+    repeats: int = 0
+    #: of those, how many alert memory spared the clinician (demoted, suggestion withheld, omitted)
+    spared: int = 0
 
     @property
     def accept_rate(self) -> float | None:
@@ -157,6 +203,7 @@ class Store:
         self._engine = self._make_engine(self.url)
         # Reentrant: a transaction helper may be entered again on the same thread (see _sqlite_turn).
         self._turn = threading.RLock() if self._dialect == "sqlite" else None
+        self._read_engine: Engine | None = None  # alert memory's reads (see `_reader`), made on first use
         # Built once and reused: constructing a statement (and its cache key) per write showed up in
         # the writer's profile. Executed with a list of rows they are one executemany each.
         self._audit_insert = sa.insert(audit).returning(audit.c.id, sort_by_parameter_order=True)
@@ -165,6 +212,7 @@ class Store:
         self._stored_cards = sa.select(audit_card.c.uuid).where(
             audit_card.c.uuid.in_(sa.bindparam("uuids", expanding=True))
         )
+        self._recall = _recall_statement()
 
     # ---------------------------------------------------------------------------------------------
     # Engine
@@ -243,6 +291,67 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"connecting failed: {type(exc).__name__}: {_short(exc)}") from exc
 
+    def _reader(self) -> Engine:
+        """The engine for reads on the hook's response path (alert memory): they must fail fast.
+
+        A pool of its own, so a slow or hung database cannot hold the writer's or the feedback endpoint's
+        connections, and no pre-ping round trip (a stale connection fails one lookup, which then just has
+        no memory). PostgreSQL: a short statement timeout. SQLite file: a 50 ms busy timeout (WAL readers
+        do not wait for writers; should the file be locked anyway, give up rather than hold the event loop
+        for the writers' 5 s) and no explicit transaction (one SELECT is its own snapshot). In-memory
+        SQLite: the main engine, as that database exists on its one connection only (`_read` then sets
+        the timeout per read).
+        """
+        if self._dialect == "sqlite" and self.url.database in (None, "", ":memory:"):
+            return self._engine
+        if self._read_engine is None:
+            if self._dialect == "sqlite":
+                engine = sa.create_engine(
+                    self.url, pool_size=4, max_overflow=4, connect_args={"check_same_thread": False}
+                )
+                event.listen(engine, "connect", _sqlite_on_connect)
+                event.listen(engine, "connect", _sqlite_reader_on_connect)
+                # No BEGIN: the driver is in autocommit (_sqlite_on_connect), and the lookup is one
+                # SELECT, which SQLite runs on one consistent snapshot by itself — a round trip saved.
+                self._read_engine = engine
+            else:
+                connect_args: dict[str, Any] = {}
+                if "connect_timeout" not in self.url.query:
+                    connect_args["connect_timeout"] = _PG_READ_CONNECT_TIMEOUT_S
+                if "options" not in self.url.query:
+                    connect_args["options"] = f"-c statement_timeout={_PG_READ_STATEMENT_TIMEOUT_MS}"
+                self._read_engine = sa.create_engine(
+                    self.url, pool_size=4, max_overflow=4, pool_timeout=1, connect_args=connect_args
+                )
+        return self._read_engine
+
+    @property
+    def reads_inline(self) -> bool:
+        """True when a memory read may run on the event loop itself: SQLite, a local file read under a
+        millisecond, where a hop to a worker thread costs more than the read (and waits for the GIL while
+        the writer thread works). A PostgreSQL read crosses the network: it goes to a thread, with a budget.
+        """
+        return self._dialect == "sqlite"
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Connection]:
+        """A read-only transaction on the reader engine; database errors become StoreUnavailable."""
+        engine = self._reader()
+        shared = engine is self._engine and self._dialect == "sqlite"  # in-memory: the writers' connection
+        try:
+            with engine.connect() as conn:
+                conn.execution_options(va_cds_read_only=True)
+                if shared:
+                    _sqlite_pragma(conn, f"busy_timeout={_SQLITE_READ_BUSY_TIMEOUT_MS}")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if shared:
+                        _sqlite_pragma(conn, f"busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"{what} failed: {type(exc).__name__}: {_short(exc)}") from exc
+
     def _insert(self, table: sa.Table) -> Any:
         # Both dialect insert() constructs offer on_conflict_do_nothing; the generic one does not.
         return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
@@ -291,20 +400,37 @@ class Store:
     def close(self) -> None:
         """Close pooled connections. The Store must not be used afterwards."""
         self._engine.dispose()
+        if self._read_engine is not None:
+            self._read_engine.dispose()
 
     # ---------------------------------------------------------------------------------------------
     # Feedback
     # ---------------------------------------------------------------------------------------------
 
-    def save_feedback(self, service_id: str, items: Sequence[FeedbackItem], received_at: datetime) -> int:
+    def save_feedback(
+        self,
+        service_id: str,
+        items: Sequence[FeedbackItem],
+        received_at: datetime,
+        *,
+        issuer: str = "",
+        tenant: str = "",
+    ) -> int:
         """Store feedback items in one durable transaction; return how many were new.
 
-        Duplicates (same service, card, outcome and outcome instant) are skipped silently. Raises
+        `issuer`/`tenant` are the caller's (from its JWT; "" with authentication off). Feedback is stored
+        whoever sends it, but it only counts for a card that the same service, issuer and tenant received
+        (the override report and alert memory join on all three); anything else is kept like feedback
+        about an unknown card. Duplicates (same service, issuer, tenant, card, outcome and outcome
+        instant) are skipped silently. Raises
         InvalidFeedback (nothing written) for an impossible timestamp, StoreUnavailable on any
         database error (nothing written); on return the rows are committed.
         """
-        rows = [self._feedback_row(service_id, item, received_at) for item in items]
-        keys = ["service", "card", "outcome", "outcome_at"]
+        rows = [
+            {**self._feedback_row(service_id, item, received_at), "issuer": issuer, "tenant": tenant}
+            for item in items
+        ]
+        keys = ["service", "issuer", "tenant", "card", "outcome", "outcome_at"]
         new = 0
         with self._transaction("saving feedback") as conn:
             for row in rows:
@@ -389,6 +515,8 @@ class Store:
                         "duration_ms": record.duration_ms,
                         "patient_hash": record.patient_hash,
                         "fhir_outcomes": dict(record.fhir_outcomes),
+                        "issuer": record.issuer,
+                        "tenant": record.tenant,
                     }
                     for record, _ids in todo
                 ],
@@ -404,6 +532,9 @@ class Store:
                 "rule_id": str(card["rule"]),
                 "indicator": str(card["indicator"]),
                 "suggestions": [str(s) for s in card.get("suggestions") or []],
+                "fingerprint": card.get("fingerprint"),
+                "memory": card.get("memory"),
+                "suggestion_keys": card.get("suggestion_keys"),
             }
             for (record, ids), audit_id in zip(todo, audit_ids, strict=True)
             for position, (card, uid) in enumerate(zip(record.cards, ids, strict=True))
@@ -432,17 +563,79 @@ class Store:
             received_at=row.received_at,
             duration_ms=row.duration_ms,
             patient_hash=row.patient_hash,
-            cards=[
-                {
-                    "uuid": c.uuid,
-                    "rule": c.rule_id,
-                    "indicator": c.indicator,
-                    "suggestions": list(c.suggestions),
-                }
-                for c in cards
-            ],
+            cards=[_card_dict(c) for c in cards],
             fhir_outcomes=dict(row.fhir_outcomes),
+            issuer=row.issuer,
+            tenant=row.tenant,
         )
+
+    # ---------------------------------------------------------------------------------------------
+    # Alert memory
+    # ---------------------------------------------------------------------------------------------
+
+    def recall(
+        self,
+        patient_hash: str,
+        issuer: str,
+        tenant: str,
+        current: Mapping[str, str],
+        since: datetime,
+        repeat_since: datetime | None,
+    ) -> list[RecalledCard]:
+        """What alert memory can use about this chart (patient, issuer, tenant), oldest first.
+
+        `current` maps each rule id to the fingerprint of its card in this call. Returned: the cards
+        shown since `since` that carry that fingerprint and came after the rule's last card with another
+        one (the run of unchanged evidence), each with its bound feedback (same service, issuer and tenant
+        as the card: anything else is as if about an unknown card), and only if they got feedback or are
+        the rule's latest card shown as a warning since `repeat_since` (None: not asked, the call is not a
+        patient-view) — nothing else can change a card. One statement on `ix_audit_memory`, read-only,
+        on the fail-fast reader (`_reader`). Raises StoreUnavailable.
+        """
+        if not current:
+            return []
+        params = {
+            "patient": patient_hash,
+            "issuer": issuer,
+            "tenant": tenant,
+            "since": since,
+            "repeat_since": _NEVER if repeat_since is None else repeat_since,
+            "rules": sorted(current),
+            "fingerprints": sorted(set(current.values())),
+        }
+        with self._read("recalling alert memory") as conn:
+            rows = conn.execute(self._recall, params).all()
+        found: dict[str, tuple[Any, list[FeedbackSeen]]] = {}
+        for row in rows:
+            held = found.get(row.uuid)
+            if held is None:
+                held = found[row.uuid] = (row, [])
+            if row.outcome is not None:
+                held[1].append(
+                    FeedbackSeen(
+                        outcome=row.outcome,
+                        outcome_at=row.outcome_at,
+                        reason_code=row.reason_code,
+                        reason_display=row.reason_display,
+                        user_comment=row.user_comment,
+                        accepted_suggestions=tuple(str(x) for x in row.accepted_suggestions or ()),
+                    )
+                )
+        return [
+            RecalledCard(
+                uuid=row.uuid,
+                rule_id=row.rule_id,
+                fingerprint=row.fingerprint,
+                indicator=row.indicator,
+                shown_at=row.received_at,
+                hook=row.hook,
+                memory=row.memory,
+                suggestions=tuple(str(x) for x in row.suggestions or ()),
+                suggestion_keys=tuple(str(x) for x in row.suggestion_keys or ()),
+                feedback=tuple(seen),
+            )
+            for row, seen in found.values()
+        ]
 
     # ---------------------------------------------------------------------------------------------
     # Override report
@@ -456,11 +649,16 @@ class Store:
         reported under UNATTRIBUTED (filtered by when the feedback arrived). Sorted by override
         rate, highest first, because those are the rules to look at. Raises StoreUnavailable.
         """
-        shown_q = sa.select(audit_card.c.rule_id, sa.func.count()).join(
-            audit, audit.c.id == audit_card.c.audit_id
+        # Cards alert memory left out were not shown (they are kept for the repeat-burden column only).
+        shown_q = (
+            sa.select(audit_card.c.rule_id, sa.func.count())
+            .join(audit, audit.c.id == audit_card.c.audit_id)
+            .where(sa.or_(audit_card.c.memory.is_(None), audit_card.c.memory != OMITTED))
         )
+        # Feedback counts for a card only when it came from the service, issuer and tenant that received
+        # the card; any other is reported like feedback about an unknown card (UNATTRIBUTED).
         joined = feedback.join(audit_card, audit_card.c.uuid == feedback.c.card).join(
-            audit, audit.c.id == audit_card.c.audit_id
+            audit, sa.and_(audit.c.id == audit_card.c.audit_id, _bound())
         )
         outcome_q = sa.select(
             audit_card.c.rule_id, feedback.c.outcome, sa.func.count(sa.distinct(feedback.c.card))
@@ -480,10 +678,35 @@ class Store:
             .select_from(joined)
             .where(feedback.c.outcome == "overridden")
         )
-        orphan = ~sa.exists().where(audit_card.c.uuid == feedback.c.card)
+        orphan = ~sa.exists().where(
+            audit_card.c.uuid == feedback.c.card, audit.c.id == audit_card.c.audit_id, _bound()
+        )
         orphan_q = sa.select(feedback.c.outcome, sa.func.count(sa.distinct(feedback.c.card))).where(orphan)
         orphan_reason_q = sa.select(*reason_cols).distinct().where(orphan, feedback.c.outcome == "overridden")
+        # Repeat burden: per (rule, patient, issuer, tenant, fingerprint) every card after the first is a
+        # repeat of the same question on the same data; `memory` says which of them memory spared.
+        repeat_q = (
+            sa.select(audit_card.c.rule_id, sa.func.count())
+            .join(audit, audit.c.id == audit_card.c.audit_id)
+            .where(audit_card.c.fingerprint.is_not(None), audit.c.patient_hash.is_not(None))
+            .group_by(
+                audit_card.c.rule_id,
+                audit.c.patient_hash,
+                audit.c.issuer,
+                audit.c.tenant,
+                audit_card.c.fingerprint,
+            )
+            .having(sa.func.count() > 1)
+        )
+        spared_q = (
+            sa.select(audit_card.c.rule_id, audit_card.c.memory, sa.func.count())
+            .join(audit, audit.c.id == audit_card.c.audit_id)
+            .where(audit_card.c.memory.is_not(None))
+            .group_by(audit_card.c.rule_id, audit_card.c.memory)
+        )
         if since is not None:
+            repeat_q = repeat_q.where(audit.c.received_at >= since)
+            spared_q = spared_q.where(audit.c.received_at >= since)
             shown_q = shown_q.where(audit.c.received_at >= since)
             outcome_q = outcome_q.where(audit.c.received_at >= since)
             reason_q = reason_q.where(audit.c.received_at >= since)
@@ -504,6 +727,13 @@ class Store:
                 tally.add(*row)
             for orphan_row in conn.execute(orphan_reason_q):
                 tally.add(UNATTRIBUTED, *orphan_row)
+            repeats: Counter[str] = Counter()
+            for rule, n in conn.execute(repeat_q):
+                repeats[rule] += n - 1
+            spared: Counter[str] = Counter()
+            for rule, memory, n in conn.execute(spared_q):
+                if set(str(memory).split(",")) & SPARING_ACTIONS:
+                    spared[rule] += n
 
         stats = [
             RuleStats(
@@ -512,11 +742,127 @@ class Store:
                 accepted=outcomes[rule]["accepted"],
                 overridden=outcomes[rule]["overridden"],
                 top_reasons=tally.top(rule, 3),
+                repeats=repeats[rule],
+                spared=spared[rule],
             )
             for rule in sorted(set(shown) | set(outcomes))
         ]
         stats.sort(key=lambda s: (s.rule_id == UNATTRIBUTED, -(s.override_rate or 0.0), s.rule_id))
         return stats
+
+
+def _card_dict(c: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "uuid": c.uuid,
+        "rule": c.rule_id,
+        "indicator": c.indicator,
+        "suggestions": list(c.suggestions),
+    }
+    # Alert-memory columns only when set, so a record written without them reads back as written.
+    for key in ("fingerprint", "memory", "suggestion_keys"):
+        value = getattr(c, key)
+        if value is not None:
+            out[key] = list(value) if key == "suggestion_keys" else value
+    return out
+
+
+def _bound() -> sa.ColumnElement[bool]:
+    """Feedback joined to an audit row: sent by the service, issuer and tenant that received the card."""
+    return sa.and_(
+        feedback.c.service == audit.c.service,
+        feedback.c.issuer == audit.c.issuer,
+        feedback.c.tenant == audit.c.tenant,
+    )
+
+
+def _recall_statement() -> sa.Select[Any]:
+    """The memory lookup (see `Store.recall`), built once. Evidence order is by `audit.id` (insert order),
+    which stays right when replicas' clocks disagree by a little."""
+    # Every card of the rules asked about, shown to this chart in the window: the index range of
+    # ix_audit_memory (patient, issuer, tenant, received_at), then the cards by audit_id.
+    shown = (
+        sa.select(
+            audit_card.c.uuid,
+            audit_card.c.rule_id,
+            audit_card.c.fingerprint,
+            audit_card.c.indicator,
+            audit_card.c.memory,
+            audit_card.c.suggestions,
+            audit_card.c.suggestion_keys,
+            audit_card.c.position,
+            audit.c.id.label("audit_id"),
+            audit.c.received_at,
+            audit.c.hook,
+            audit.c.service,
+            audit.c.issuer,
+            audit.c.tenant,
+        )
+        .select_from(audit.join(audit_card, audit_card.c.audit_id == audit.c.id))
+        .where(
+            audit.c.patient_hash == sa.bindparam("patient"),
+            audit.c.issuer == sa.bindparam("issuer"),
+            audit.c.tenant == sa.bindparam("tenant"),
+            audit.c.received_at >= sa.bindparam("since", type_=UTCDateTime()),
+            audit_card.c.rule_id.in_(sa.bindparam("rules", expanding=True)),
+            audit_card.c.fingerprint.is_not(None),
+        )
+        .cte("shown")
+    )
+    fingerprints: sa.BindParameter[str] = sa.bindparam("fingerprints", expanding=True)
+    # Per rule, the last call whose card had other evidence: only the cards after it still count.
+    changed = (
+        sa.select(shown.c.rule_id, sa.func.max(shown.c.audit_id).label("last_change"))
+        .where(shown.c.fingerprint.not_in(fingerprints))
+        .group_by(shown.c.rule_id)
+        .cte("changed")
+    )
+    # Per rule, the latest card shown as a warning since `repeat_since` (a patient-view repeat needs no more).
+    repeated = (
+        sa.select(shown.c.rule_id, sa.func.max(shown.c.audit_id).label("last_warning"))
+        .where(
+            shown.c.fingerprint.in_(fingerprints),
+            shown.c.indicator == "warning",
+            shown.c.received_at >= sa.bindparam("repeat_since", type_=UTCDateTime()),
+        )
+        .group_by(shown.c.rule_id)
+        .cte("repeated")
+    )
+    bound = sa.and_(
+        feedback.c.card == shown.c.uuid,
+        feedback.c.service == shown.c.service,
+        feedback.c.issuer == shown.c.issuer,
+        feedback.c.tenant == shown.c.tenant,
+    )
+    return (
+        sa.select(
+            shown.c.uuid,
+            shown.c.rule_id,
+            shown.c.fingerprint,
+            shown.c.indicator,
+            shown.c.memory,
+            shown.c.suggestions,
+            shown.c.suggestion_keys,
+            shown.c.received_at,
+            shown.c.hook,
+            feedback.c.outcome,
+            feedback.c.outcome_at,
+            feedback.c.reason_code,
+            feedback.c.reason_display,
+            feedback.c.user_comment,
+            feedback.c.accepted_suggestions,
+        )
+        .select_from(
+            shown.outerjoin(changed, changed.c.rule_id == shown.c.rule_id)
+            .outerjoin(repeated, repeated.c.rule_id == shown.c.rule_id)
+            .outerjoin(feedback, bound)
+        )
+        .where(
+            shown.c.fingerprint.in_(fingerprints),
+            sa.or_(changed.c.last_change.is_(None), shown.c.audit_id > changed.c.last_change),
+            sa.or_(feedback.c.id.is_not(None), shown.c.audit_id == repeated.c.last_warning),
+        )
+        .order_by(shown.c.audit_id, shown.c.position, feedback.c.id)
+    )
 
 
 class _ReasonTally:
@@ -581,8 +927,32 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _sqlite_reader_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # After _sqlite_on_connect: the memory reader's connections give up on a lock fast (see Store._reader).
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_READ_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    # On the driver connection (autocommit, see _sqlite_on_connect): through SQLAlchemy it would begin
+    # a transaction of its own first.
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA {pragma}")
+    finally:
+        cursor.close()
+
+
 def _sqlite_on_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock up front. With a deferred BEGIN, a transaction that reads and then
     # writes (write_audits' retry check) fails at once with "database is locked" when another connection
     # commits in between: WAL cannot upgrade a stale read snapshot, and the busy timeout does not apply.
+    # A read-only transaction (alert memory, on the response path) never writes, so it begins DEFERRED and
+    # does not queue behind the writer thread for the write lock.
+    if conn.get_execution_options().get("va_cds_read_only"):
+        conn.exec_driver_sql("BEGIN")
+        return
     conn.exec_driver_sql("BEGIN IMMEDIATE")

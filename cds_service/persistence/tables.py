@@ -71,6 +71,12 @@ audit = sa.Table(
     sa.Column("duration_ms", sa.Float(), nullable=False),
     sa.Column("patient_hash", sa.String(128), nullable=True),
     sa.Column("fhir_outcomes", sa.JSON(), nullable=False),
+    # Who received the cards: the JWT issuer and tenant ('' when authentication is off / no tenant).
+    # Feedback is bound to them, and alert memory never crosses them (migration 0003).
+    sa.Column("issuer", sa.String(500), nullable=False, server_default=""),
+    sa.Column("tenant", sa.String(200), nullable=False, server_default=""),
+    # The alert-memory lookup: one index range per hook call (cds_service.memory).
+    sa.Index("ix_audit_memory", "patient_hash", "issuer", "tenant", "received_at"),
 )
 
 audit_card = sa.Table(
@@ -82,6 +88,13 @@ audit_card = sa.Table(
     sa.Column("rule_id", sa.String(200), nullable=False, index=True),
     sa.Column("indicator", sa.String(20), nullable=False),
     sa.Column("suggestions", sa.JSON(), nullable=False),
+    # Evidence fingerprint of the card as the rule built it (before memory changed anything).
+    sa.Column("fingerprint", sa.String(64), nullable=True),
+    # What alert memory did, comma-joined: demoted, suggestion-withheld, noted, omitted. NULL: nothing.
+    # An "omitted" card was not shown: it is kept so the report can count what memory spared.
+    sa.Column("memory", sa.String(60), nullable=True),
+    # Stable keys of the suggestions, aligned with `suggestions` (uuids are new on every call).
+    sa.Column("suggestion_keys", sa.JSON(), nullable=True),
 )
 
 feedback = sa.Table(
@@ -102,6 +115,12 @@ feedback = sa.Table(
     sa.Column("outcome_timestamp", sa.Text(), nullable=False),
     sa.Column("outcome_at", UTCDateTime(), nullable=False),
     sa.Column("received_at", UTCDateTime(), nullable=False),
-    # The idempotency key: a client may report the same outcome several times (spec §Feedback).
-    sa.UniqueConstraint("service", "card", "outcome", "outcome_at", name="uq_feedback_idempotency"),
+    # Who sent it (as on `audit`): feedback counts only for a card that issuer/tenant received.
+    sa.Column("issuer", sa.String(500), nullable=False, server_default=""),
+    sa.Column("tenant", sa.String(200), nullable=False, server_default=""),
+    # The idempotency key: a client may report the same outcome several times (spec §Feedback). The caller
+    # is part of it, so another issuer's report about a card can never make the genuine one a duplicate.
+    sa.UniqueConstraint(
+        "service", "issuer", "tenant", "card", "outcome", "outcome_at", name="uq_feedback_idempotency"
+    ),
 )

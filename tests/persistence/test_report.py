@@ -93,6 +93,8 @@ def test_cli_prints_an_aligned_table(store: Store, db_url: str) -> None:
         "overridden",
         "override",
         "rate",
+        "repeat",
+        "burden",
         "top",
         "override",
         "reasons",

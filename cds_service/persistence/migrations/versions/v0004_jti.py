@@ -1,7 +1,7 @@
 """The shared `jti` replay table (issue 17): one row per accepted bearer token until it expires.
 
 Revision ID: 0004
-Revises: 0002 (on the issue-17 branch; the integrator re-chains 0003 → 0004 → 0005 at merge)
+Revises: 0003 (chained 0002 → 0003 → 0004 → 0005 once issue 19's 0003 landed on main)
 Create Date: 2026-12-01
 
 Written out by hand (not from `cds_service.persistence.jti`) so this revision keeps describing the table as
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

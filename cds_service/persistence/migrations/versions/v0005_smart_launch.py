@@ -1,8 +1,7 @@
 """SMART launch sessions and the checklist filing audit line (issue 20).
 
 Revision ID: 0005
-Revises: 0004 (re-chained on the issue-17 branch so 0002 → 0004 → 0005 has one head; the integrator
-re-chains 0003 → 0004 → 0005 when issue 19 lands)
+Revises: 0004 (chained 0002 → 0003 → 0004 → 0005 on the issue-17 branch, as the integrator planned)
 Create Date: 2026-12-01
 
 Written out by hand (not from `cds_service.smart.sessions`) so this revision keeps describing the tables
