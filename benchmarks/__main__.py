@@ -20,8 +20,9 @@ from benchmarks.budget import case_budget
 from benchmarks.cases import Config, case_fetch, case_floor, case_http, case_peer, case_scaling
 from benchmarks.memory_cost import case_memory
 from benchmarks.report import RESULTS, CaseResult, machine_info, write_results
+from benchmarks.workers import case_workers
 
-CASES = ("floor", "http", "fetch", "scaling", "peer", "budget", "memory")
+CASES = ("floor", "http", "fetch", "scaling", "workers", "peer", "budget", "memory")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "http": lambda: case_http(cfg),
         "fetch": lambda: case_fetch(cfg),
         "scaling": lambda: case_scaling(cfg),
+        "workers": lambda: case_workers(cfg),
         "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
         "budget": lambda: case_budget(cfg.quick),
         "memory": lambda: case_memory(

@@ -1,4 +1,5 @@
-"""The five benchmark cases. Each returns a CaseResult: printed lines, targets, raw figures.
+"""Benchmark cases 1–5 (budget, memory and workers have modules of their own). Each returns a CaseResult:
+printed lines, targets, raw figures.
 
 Every figure is a ratio or a percentile between subjects measured in the same run, interleaved where
 they run in one process, so machine load and drift hit them alike.
@@ -46,6 +47,10 @@ class Config:
     scale_sizes: tuple[int, ...] = (100, 1_000, 10_000)
     scale_reps: int = 9
     peer_reps: int = 9
+    workers_concurrency: int = 16
+    workers_duration_s: float = 5.0
+    workers_rounds: int = 2
+    workers_claim_calls: int = 500
     memory_reps: int = 200  # a ≤ 1 ms delta needs many calls per subject for a stable p50
     memory_history: int = 30
     memory_patients: int = 10
@@ -65,6 +70,10 @@ class Config:
             scale_sizes=(100, 300, 1_000),
             scale_reps=3,
             peer_reps=3,
+            workers_concurrency=8,
+            workers_duration_s=1.0,
+            workers_rounds=1,
+            workers_claim_calls=50,
             memory_reps=30,
             memory_history=5,
             memory_patients=3,
@@ -186,6 +195,14 @@ async def _drive_http(cfg: Config, targets: dict[str, tuple[int, str]], body: by
     return out
 
 
+def error_kinds(d: dict[str, Any]) -> str:
+    """ "  [IncompleteReadError ×1, http-503 ×2]" when a phase had errors: what failed, not just how many."""
+    kinds = d.get("error_kinds") or {}
+    if not kinds:
+        return ""
+    return "  [" + ", ".join(f"{k} ×{n}" for k, n in sorted(kinds.items())) + "]"
+
+
 def _uvicorn_stack() -> str:
     """What uvicorn's `auto` loop and HTTP settings pick in this environment (the servers run in it)."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio loop"
@@ -222,8 +239,8 @@ def case_http(cfg: Config) -> CaseResult:
     res.lines += [
         f"http: order-sign of {w.resources} resources ({len(w.body) / 1e3:.0f} kB), same body to both apps; "
         f"va-cds cards {rules}",
-        f"http: uvicorn ({_uvicorn_stack()}, 1 worker, no access log) for both apps; raw-asyncio keep-alive "
-        "load generator",
+        f"http: uvicorn ({_uvicorn_stack()}, 1 worker, no access log, keep-alive 75 s as `va-cds serve`) for "
+        "both apps; raw-asyncio keep-alive load generator",
         SHARED_CPU_NOTE.format(cores=_cores()),
     ]
     header = f"{'phase':<28}{'app':<8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}{'client CPU':>12}"
@@ -233,7 +250,7 @@ def case_http(cfg: Config) -> CaseResult:
         return (
             f"http: {phase:<28}{name:<8}{fmt(d['p50_ms']):>9}{fmt(d['p99_ms']):>9}"
             f"{d['throughput_rps']:>9}{d['errors']:>8}{d['client_cpu_pct']:>11}%"
-        )
+        ) + error_kinds(d)
 
     for name, d in fr.items():
         res.lines.append(row(f"fixed {cfg.http_rate:g} req/s, {cfg.http_duration_s:g} s", name, d))
@@ -250,10 +267,12 @@ def case_http(cfg: Config) -> CaseResult:
     )
     res.targets += [
         Target(f"http: va-cds p99 at {cfg.http_rate:g} req/s", fr["va-cds"]["p99_ms"], 50.0, "max", " ms"),
+        # 2.5×, not 1.5× (issue 17): the floor parses the body and returns a constant; below 2.5× nothing
+        # would be left for reading 100 resources in Python (benchmarks/README.md, "Why 2.5×").
         Target(
             "http: va-cds p50 / floor p50 (fixed rate)",
             ratio(fr["va-cds"]["p50_ms"], fr["floor"]["p50_ms"]),
-            1.5,
+            2.5,
             "max",
         ),
         Target("http: errors (all phases, both apps)", float(errors), 0.0, "max", ""),

@@ -8,28 +8,63 @@ keep-alive connections, Content-Length bodies only (what uvicorn sends). Two mod
 * `closed_loop`: N workers, each with its own connection, sending back to back for a fixed time.
 
 Every loop is bounded in count and time; a request that errors, times out or answers non-200 is
-counted as an error.
+counted as an error, by kind (`LoadResult.error_kinds`: the exception's name or `http-<status>`).
+
+`raw` is one pre-built request, or a sequence of them used in turn (request i sends raws[i % n]): with
+authentication on, each request needs a token of its own (a fresh `jti`), minted before the phase starts.
+
+Idle keep-alive connections are not reused once the server may have closed them: uvicorn closes a connection
+idle for its keep-alive timeout (5 s by default), and a request written to such a connection reads EOF
+(`IncompleteReadError`) — a client artefact, not a server error. That is what the single error in 1,000
+fixed-rate requests of the 2026-12-01 run was (issue 17): a spare connection opened during a burst, left idle
+past 5 s at the bottom of the pool, then picked for a request. A connection whose server already sent EOF,
+or that has been idle longer than `MAX_IDLE_S`, is closed and replaced instead, as HTTP clients do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from benchmarks.stats import percentile
+
+# Below uvicorn's default keep-alive timeout (5 s): a connection idle longer may be closed under our feet.
+MAX_IDLE_S = 4.0
 
 
 class HttpError(Exception):
     """Malformed or unexpected HTTP from the server."""
 
 
-def build_request(host: str, port: int, path: str, body: bytes) -> bytes:
+class Requests:
+    """One pre-built request, or several used in turn."""
+
+    def __init__(self, raw: bytes | Sequence[bytes]) -> None:
+        self._raws: Sequence[bytes] = [raw] if isinstance(raw, bytes) else raw
+        if not self._raws:
+            raise ValueError("no request to send")
+        self._next = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._raws)
+
+    def next(self) -> bytes:
+        return self._raws[next(self._next) % len(self._raws)]
+
+
+def build_request(
+    host: str, port: int, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {path} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
         "Content-Type: application/json\r\n"
         "Accept: application/json\r\n"
+        f"{extra}"
         f"Content-Length: {len(body)}\r\n"
         "\r\n"
     )
@@ -41,6 +76,11 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.usable = True
+        self.last_used = time.monotonic()
+
+    def reusable(self) -> bool:
+        """Still worth a request: not closed by either side, and not idle past the server's keep-alive."""
+        return self.usable and not self.reader.at_eof() and time.monotonic() - self.last_used < MAX_IDLE_S
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
@@ -69,6 +109,7 @@ class Connection:
         if length is None:
             raise HttpError("response without Content-Length")
         body = await self.reader.readexactly(length)
+        self.last_used = time.monotonic()
         return status, body
 
     def close(self) -> None:
@@ -130,7 +171,7 @@ async def _one(conn: Connection, raw: bytes, timeout_s: float, result: LoadResul
 async def fixed_rate(
     host: str,
     port: int,
-    raw: bytes,
+    raw: bytes | Sequence[bytes],
     *,
     rate: float,
     duration_s: float,
@@ -140,12 +181,23 @@ async def fixed_rate(
     """Open-loop load at `rate` requests/s for `duration_s`."""
     result = LoadResult("fixed-rate", f"{rate:g} req/s for {duration_s:g} s")
     total = int(rate * duration_s)
+    requests = Requests(raw)
     idle: list[Connection] = []
     opened = 0
 
+    def take_idle() -> Connection | None:
+        nonlocal opened
+        while idle:
+            conn = idle.pop()
+            if conn.reusable():
+                return conn
+            conn.close()  # closed by the server, or about to be: never send a request on it
+            opened -= 1
+        return None
+
     async def fire(due: float) -> None:
         nonlocal opened
-        conn = idle.pop() if idle else None
+        conn = take_idle()
         if conn is None:
             if opened >= max_connections:
                 result.error("dropped: 64 requests already in flight (server saturated)")
@@ -157,7 +209,7 @@ async def fixed_rate(
                 opened -= 1
                 result.error(type(exc).__name__)
                 return
-        if await _one(conn, raw, timeout_s, result, due):
+        if await _one(conn, requests.next(), timeout_s, result, due):
             idle.append(conn)
         else:
             opened -= 1
@@ -183,7 +235,7 @@ async def fixed_rate(
 async def closed_loop(
     host: str,
     port: int,
-    raw: bytes,
+    raw: bytes | Sequence[bytes],
     *,
     concurrency: int,
     duration_s: float,
@@ -192,6 +244,7 @@ async def closed_loop(
 ) -> LoadResult:
     """`concurrency` workers sending back to back for `duration_s` (at most `max_requests` in all)."""
     result = LoadResult("closed-loop", f"concurrency {concurrency} for {duration_s:g} s")
+    requests = Requests(raw)
     stop_at = time.perf_counter() + duration_s
     budget = [max_requests]
 
@@ -199,7 +252,9 @@ async def closed_loop(
         conn: Connection | None = None
         while time.perf_counter() < stop_at and budget[0] > 0:
             budget[0] -= 1
-            if conn is None or not conn.usable:
+            if conn is None or not conn.reusable():
+                if conn is not None:
+                    conn.close()
                 try:
                     conn = await Connection.open(host, port)
                 except OSError as exc:
@@ -207,7 +262,7 @@ async def closed_loop(
                     await asyncio.sleep(0.01)
                     continue
             result.sent += 1
-            await _one(conn, raw, timeout_s, result, time.perf_counter())
+            await _one(conn, requests.next(), timeout_s, result, time.perf_counter())
         if conn is not None:
             conn.close()
 
@@ -221,6 +276,6 @@ async def closed_loop(
     return result
 
 
-async def warm_up(host: str, port: int, raw: bytes, requests: int = 20) -> LoadResult:
+async def warm_up(host: str, port: int, raw: bytes | Sequence[bytes], requests: int = 20) -> LoadResult:
     """A few sequential requests (imports, caches, first connection) before anything is measured."""
     return await closed_loop(host, port, raw, concurrency=1, duration_s=30.0, max_requests=requests)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,14 +42,19 @@ class UvicornServer:
         ready_path: str = "/",
         python: str = sys.executable,
         module: str | None = None,
+        module_args: tuple[str, ...] = (),
+        workers: int = 1,
     ) -> None:
-        """`app` is an ASGI app for uvicorn; or `module` is a `python -m MODULE --port N` server."""
+        """`app` is an ASGI app for uvicorn (with `workers` processes); or `module` is a
+        `python -m MODULE *module_args --port N` server (e.g. `cds_service.cli serve --workers 2`)."""
         self.name = name
         self.app = app
         self.env = dict(env or {})
         self.ready_path = ready_path
         self.python = python
         self.module = module
+        self.module_args = module_args
+        self.workers = workers
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.last_log = ""
@@ -75,7 +81,7 @@ class UvicornServer:
         env.update(self.env)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         cmd = (
-            [self.python, "-m", self.module, "--port", str(self.port)]
+            [self.python, "-m", self.module, *self.module_args, "--port", str(self.port)]
             if self.module
             else [
                 self.python,
@@ -89,11 +95,19 @@ class UvicornServer:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                # As `va-cds serve` runs: EHRs keep connections open between calls (cds_service/cli.py).
+                "--timeout-keep-alive",
+                "75",
+                "--workers",
+                str(self.workers),
             ]
         )
         self._log.seek(0)
         self._log.truncate()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        # Own process group: uvicorn's worker processes stop with their parent (see _stop_process).
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
@@ -117,13 +131,17 @@ class UvicornServer:
         return ""
 
     def _stop_process(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # a worker its parent left behind
         self.proc = None
 
     def stop(self) -> None:

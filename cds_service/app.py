@@ -55,6 +55,7 @@ from cds_service.ops import ops_router
 from cds_service.persistence import AuditRecord, InvalidFeedback, Store, StoreUnavailable
 from cds_service.persistence.writer import write_now
 from cds_service.prefetch import PrefetchUnobtainable, check_template
+from cds_service.scale import check_shared_keys
 from cds_service.settings import Settings
 from cds_service.startup import check_settings
 from cds_service.state import State
@@ -133,6 +134,9 @@ def create_app(
     settings = settings or Settings()
     configure_logging(settings.log_level)
     check_settings(settings)  # fail closed on dangerous combinations; warn once about development ones
+    # Several processes answering with per-process random keys would break links and patient hashes
+    # silently: refuse to start instead, naming the missing keys (cds_service/scale.py).
+    check_shared_keys(settings)
     policy = load_policy(settings.policy_file)  # a malformed policy stops start-up here, naming the key
     library = default_library(settings.valueset_dir)
     services = build_services(policy) if services is None else services
@@ -140,7 +144,8 @@ def create_app(
         for template in svc.prefetch.values():
             check_template(template, (svc.hook,))
     ensure_folder(settings.database_url)  # ./var of the default SQLite file on a fresh checkout
-    store = Store(settings.database_url)
+    pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
+    store = Store(settings.database_url, **pool)
     try:
         store.upgrade()  # migrations on start-up; `va-cds db upgrade` does the same by hand
     except StoreUnavailable:
@@ -152,7 +157,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settle_heap()  # everything is loaded: freeze it out of the collector's way (see gc_tuning)
+        if state.verifier is not None:
+            state.jti_purger.start()
         yield
+        await state.jti_purger.stop()
+        await anyio.to_thread.run_sync(state.shared_jti.close)
         await anyio.to_thread.run_sync(state.close_writer)  # drain queued audit rows and snapshots
         await state.fhir.aclose()
         if http_client is None and state._http is not None:

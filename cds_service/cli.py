@@ -7,7 +7,7 @@ import sys
 USAGE = """usage: va-cds <command> [options]
 
 commands:
-  serve                      start the service with uvicorn (settings from VA_CDS_* variables)
+  serve [--workers N]        start the service with uvicorn (settings from VA_CDS_* variables)
   evaluate FILE [options]    run a hook offline on a request or patient Bundle and print the cards
   db upgrade                 apply database migrations
   report overrides [--since DATE] [--csv PATH|-]   override rates per rule
@@ -16,17 +16,36 @@ commands:
 
 def serve(argv: list[str]) -> int:
     import argparse
+    import os
 
     import uvicorn
 
+    from cds_service.scale import MissingSharedKeys, check_shared_keys
     from cds_service.settings import Settings
 
     settings = Settings()
     parser = argparse.ArgumentParser(prog="va-cds serve")
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=settings.workers,
+        help="worker processes (about one per core; see the README's 'Running at scale')",
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.workers <= 64:  # the range VA_CDS_WORKERS accepts (settings.py)
+        parser.error("--workers must be between 1 and 64")
+    try:
+        # Before any worker starts: N processes with per-process random keys would break checklist links
+        # and patient hashes between them without an error anywhere (issue 17).
+        check_shared_keys(settings, args.workers)
+    except MissingSharedKeys as exc:
+        print(f"va-cds serve: {exc}", file=sys.stderr)
+        return 2
+    # Each worker builds its own app from the environment: tell it how many there are, so its own start-up
+    # check (create_app) sees the same thing.
+    os.environ["VA_CDS_WORKERS"] = str(args.workers)
     _stop_quietly()
     # Graceful shutdown: uvicorn stops accepting on SIGTERM and lets in-flight requests finish.
     uvicorn.run(

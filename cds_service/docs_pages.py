@@ -25,7 +25,6 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -273,9 +272,9 @@ def docs_router(state: State) -> APIRouter:
                     private=True,
                 )
             return not_found(request)
-        await checklist.wait_pending(claims.snapshot_id)  # a click racing the background write
         try:
-            snap = await anyio.to_thread.run_sync(checklist.load_snapshot, state, claims.snapshot_id)
+            # A click racing the background write, here or (several processes) on another worker/replica.
+            snap = await checklist.find_snapshot(state, claims)
         except StoreUnavailable:
             return message(
                 request,

@@ -72,6 +72,23 @@ class Settings(BaseSettings):
         description="Secret for the keyed hash of patient ids in audit/logs (random per start if unset)",
     )
     checklist_ttl_s: int = Field(default=8 * 3600, ge=60, description="Lifetime of checklist page links")
+    # --- running at scale (issue 17; see cds_service/scale.py) ---
+    checklist_link_key: str | None = Field(
+        default=None,
+        description="Secret signing checklist links (derived from the patient hash key if unset)",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes (`va-cds serve --workers` sets it for them)"
+    )
+    db_pool_size: int = Field(
+        default=5, ge=1, le=100, description="PostgreSQL connections kept open per worker process"
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=100, description="Extra PostgreSQL connections a worker may open under load"
+    )
+    jti_purge_interval_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="How often expired rows leave the shared jti table"
+    )
     # SMART App Launch (issue 20): the checklist as a SMART app; off unless a client id is set.
     smart_client_id: str | None = Field(default=None, description="OAuth client id registered with the EHR")
     smart_client_secret: str | None = Field(

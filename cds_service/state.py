@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -25,8 +26,10 @@ from cds_service.memory.policy import MemoryPolicy
 from cds_service.memory.recall import AlertMemory
 from cds_service.metrics import Metrics
 from cds_service.persistence import AuditRecord, Store, StoreUnavailable
+from cds_service.persistence.jti import JtiStore
 from cds_service.persistence.writer import GroupCommitWriter
 from cds_service.prefetch import FetchLimits
+from cds_service.scale import JtiPurger, SharedJti
 from cds_service.settings import Settings
 from cds_service.startup import fhir_servers_when_auth_off, warn_preset
 from fhir_mappings.library import ValueSetLibrary
@@ -75,6 +78,11 @@ class State:
         # With auth off the FHIR bases come from VA_CDS_FHIR_SERVERS; with auth on, per issuer (trust file).
         self.fhir_servers_auth_off = fhir_servers_when_auth_off(settings)
         self.hash_key = (settings.patient_hash_key or secrets.token_hex(32)).encode()
+        # Checklist links are signed with a key derived from this (domain-separated, checklist/token.py).
+        self.link_key = settings.checklist_link_key.encode() if settings.checklist_link_key else self.hash_key
+        # The replay table every worker and replica shares (issue 17): the verifier claims each jti there.
+        self.jti = JtiStore(store)
+        self.shared_jti = SharedJti(self.jti)  # group-committed claims (persistence/jti.py JtiClaimer)
         # Alert memory (issue 19) needs patient hashes that stay the same across restarts: a configured key.
         self.memory = AlertMemory(
             store, memory_policy or MemoryPolicy(), self.metrics, stable_key=bool(settings.patient_hash_key)
@@ -92,9 +100,10 @@ class State:
                 warn_preset(settings.trust_preset, servers)
             if trust.is_empty:
                 log.warning("authentication is required but no issuer is trusted: every call will get 401")
-            self.verifier = (
-                JwtVerifier(trust, self.http, clock=jwt_clock) if jwt_clock else JwtVerifier(trust, self.http)
+            self.verifier = JwtVerifier(
+                trust, self.http, clock=jwt_clock or time.time, shared_replay=self.shared_jti
             )
+        self.jti_purger = JtiPurger(self.jti, settings.jti_purge_interval_s, clock=jwt_clock or time.time)
 
     @property
     def writer(self) -> GroupCommitWriter:

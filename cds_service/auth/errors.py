@@ -40,6 +40,8 @@ REASONS: dict[str, str] = {
     "tenant-not-allowed": _GENERIC,
     "replayed": "token already used",
     "replay-cache-full": "try again later",
+    # The shared replay table (database) could not be asked: refused, never accepted unchecked (issue 17).
+    "replay-check-unavailable": "replay check unavailable, try again later",
 }
 
 

@@ -1,18 +1,34 @@
-"""In-memory replay cache for `jti` (CDS Hooks 2.0 §Trusting CDS Clients: jti is a nonce).
+"""Replay protection for `jti` (CDS Hooks 2.0 §Trusting CDS Clients: jti is a nonce).
+
+`ReplayCache` is the in-process cache; `SharedReplay` is what the verifier also asks when more than one
+process can answer (issue 17): an atomic claim in a store every worker and replica shares (the `jti` table,
+`cds_service.persistence.jti`). The cache then stays in front only as a fast path for replays that reach
+the same process; the shared claim is always made.
 
 Keyed by (iss, jti) because two issuers may pick the same jti. An entry lives until its token could no
 longer be accepted anyway (exp + leeway), so memory is bounded by request rate × token lifetime; the
 hard size cap makes a burst fail closed instead of either growing without bound or forgetting a live
-jti (which would re-open a replay window). Per process: several workers each keep their own cache.
+jti (which would re-open a replay window). Per process: several workers each keep their own cache, which
+is why it is never the only check once a shared store is configured.
 """
 
 from __future__ import annotations
 
 import heapq
+from typing import Protocol
 
 from .errors import AuthError
 
-__all__ = ["ReplayCache"]
+__all__ = ["ReplayCache", "SharedReplay"]
+
+
+class SharedReplay(Protocol):
+    """A replay store shared by every process that can answer (the database's `jti` table)."""
+
+    async def claim(self, iss: str, jti: str, expires_at: float, now: float) -> bool:
+        """Atomically record the pair; False when a live record already holds it. May raise anything when
+        the store cannot answer (the verifier then refuses the token)."""
+        ...
 
 
 class ReplayCache:
@@ -45,3 +61,7 @@ class ReplayCache:
             raise AuthError("replay-cache-full", f"{self._max_entries} live jti entries")
         self._expiry[key] = expires_at
         heapq.heappush(self._heap, (expires_at, key))
+
+    def forget(self, iss: str, jti: str) -> None:
+        """Drop a pair recorded by a token that was refused after all (its heap entry expires by itself)."""
+        self._expiry.pop((iss, jti), None)

@@ -14,7 +14,9 @@ work or network traffic before it must:
 6. Signature.
 7. Claims (now trusted): required iss/aud/exp/iat/jti (2.0 defines no `sub`), `aud` equals one of the
    endpoint's external URLs, exp/iat/nbf with leeway, bounded lifetime, tenant, then `jti` unseen —
-   recorded last, so only accepted tokens consume a jti.
+   recorded last, so only accepted tokens consume a jti. With a `SharedReplay` (the database's `jti`
+   table, issue 17) the jti is also claimed there, atomically, so a replay is refused whichever worker or
+   replica receives it; if that claim cannot be made the token is refused (fail closed).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import httpx
 from .errors import AuthError
 from .jwks import JwksCache
 from .keys import ASYMMETRIC_ALGORITHMS, PublicJwk, b64url_decode, verify_signature
-from .replay import ReplayCache
+from .replay import ReplayCache, SharedReplay
 from .trust import IssuerTrust, TrustConfig
 
 __all__ = ["REQUIRED_CLAIMS", "JwtVerifier"]
@@ -87,6 +89,7 @@ class JwtVerifier:
         jwks_ttl_s: float = 3600.0,
         jwks_min_refetch_s: float = 30.0,
         replay_cache_size: int = 100_000,
+        shared_replay: SharedReplay | None = None,
     ) -> None:
         self._trust = trust
         self._clock = clock
@@ -97,6 +100,7 @@ class JwtVerifier:
             http, clock=clock, timeout_s=jwks_timeout_s, ttl_s=jwks_ttl_s, min_refetch_s=jwks_min_refetch_s
         )
         self._replay = ReplayCache(replay_cache_size)
+        self._shared_replay = shared_replay
 
     @property
     def trust(self) -> TrustConfig:
@@ -124,7 +128,9 @@ class JwtVerifier:
         signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
         if not key.accepts(alg) or not verify_signature(alg, key, signing_input, signature):
             raise AuthError("bad-signature", f"issuer {issuer.iss}")
-        self._check_claims(payload, issuer, audiences)
+        jti, expires_at, now = self._check_claims(payload, issuer, audiences)
+        if self._shared_replay is not None:
+            await self._claim_shared(self._shared_replay, issuer.iss, jti, expires_at, now)
         return payload
 
     # -- steps -----------------------------------------------------------------------------------
@@ -213,7 +219,10 @@ class JwtVerifier:
             raise AuthError("jwks-unavailable", f"no JWKS reachable for issuer {issuer.iss}")
         raise AuthError("unknown-kid", f"kid not found for issuer {issuer.iss}")
 
-    def _check_claims(self, payload: dict[str, Any], issuer: IssuerTrust, audiences: Sequence[str]) -> None:
+    def _check_claims(
+        self, payload: dict[str, Any], issuer: IssuerTrust, audiences: Sequence[str]
+    ) -> tuple[str, float, float]:
+        """Check the claims, record the jti in this process; (jti, expiry, now) for the shared claim."""
         for claim in REQUIRED_CLAIMS:
             if claim not in payload or payload[claim] is None:
                 raise AuthError("missing-claim", claim)
@@ -251,4 +260,26 @@ class JwtVerifier:
             if not isinstance(tenant, str) or tenant not in issuer.tenants:
                 raise AuthError("tenant-not-allowed", f"tenant not allowlisted for issuer {issuer.iss}")
 
-        self._replay.check_and_add(issuer.iss, jti, exp + self._leeway_s, now)
+        expires_at = exp + self._leeway_s
+        try:
+            self._replay.check_and_add(issuer.iss, jti, expires_at, now)
+        except AuthError as exc:
+            # A full in-process cache only fails closed when it is the only check; with a shared store
+            # behind it, that store still decides.
+            if exc.reason != "replay-cache-full" or self._shared_replay is None:
+                raise
+        return jti, expires_at, now
+
+    async def _claim_shared(
+        self, shared: SharedReplay, iss: str, jti: str, expires_at: float, now: float
+    ) -> None:
+        try:
+            # Atomicity comes from the store's unique key, not from the absence of an await.
+            claimed = await shared.claim(iss, jti, expires_at, now)
+        except Exception as exc:
+            # Fail closed: without the shared answer another process may already have accepted this token.
+            # Forget the local record so a retry is told the real reason, not "replayed".
+            self._replay.forget(iss, jti)
+            raise AuthError("replay-check-unavailable", f"{type(exc).__name__}: {exc}"[:300]) from exc
+        if not claimed:
+            raise AuthError("replayed", "jti already claimed in the shared replay table")

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import fields
 from datetime import timedelta
 
+import anyio.to_thread
 from sqlalchemy.engine import Connection
 
 from cds_service.checklist import token as tokens
@@ -28,6 +30,7 @@ from cds_service.checklist.storage import Snapshot, SnapshotStore
 from cds_service.invocation import InvocationResult
 from cds_service.logs import patient_hash
 from cds_service.persistence import Store, StoreUnavailable
+from cds_service.scale import runs_shared
 from cds_service.smart.link import checklist_link
 from cds_service.state import State
 from hooks.preprocedure import ChecklistItem, checklist_items
@@ -74,7 +77,9 @@ def _row(item: ChecklistItem) -> dict[str, object]:
 
 
 def signing_key(state: State) -> bytes:
-    return tokens.derive_key(state.hash_key)
+    # `link_key` is VA_CDS_CHECKLIST_LINK_KEY, else the patient hash key: shared by every worker and replica
+    # (start-up refuses otherwise, cds_service/scale.py), so a link issued by one opens on any other.
+    return tokens.derive_key(state.link_key)
 
 
 def _forget(snapshot_id: str) -> None:
@@ -132,3 +137,30 @@ async def wait_pending(snapshot_id: str) -> None:
 def load_snapshot(state: State, snapshot_id: str) -> Snapshot | None:
     """Synchronous (call through a thread). Raises StoreUnavailable."""
     return SnapshotStore(state.store).load(snapshot_id)
+
+
+# A link issued this recently by *another* process may be opened before that process's writer committed
+# its snapshot (the write is off the response path). How long after issue such a miss is re-checked.
+FRESH_LINK_S = 10.0
+_RECHECK_EVERY_S = 0.1
+
+
+async def find_snapshot(state: State, claims: tokens.TokenClaims) -> Snapshot | None:
+    """The snapshot of a genuine token, waiting (bounded) for a write in flight. Raises StoreUnavailable.
+
+    In this process the pending write's Future says when it is done (`wait_pending`). With several workers or
+    replicas (issue 17) the link may have been issued elsewhere: a fresh genuine token whose row is not there
+    yet is looked up again for up to PENDING_WAIT_S instead of answering a false "not found".
+    """
+    await wait_pending(claims.snapshot_id)
+    snap = await anyio.to_thread.run_sync(load_snapshot, state, claims.snapshot_id)
+    if snap is not None or not runs_shared(state.settings):
+        return snap
+    issued = claims.expires_at - timedelta(seconds=state.settings.checklist_ttl_s)
+    deadline = time.monotonic() + PENDING_WAIT_S
+    while snap is None and state.clock() - issued < timedelta(seconds=FRESH_LINK_S):
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(_RECHECK_EVERY_S)
+        snap = await anyio.to_thread.run_sync(load_snapshot, state, claims.snapshot_id)
+    return snap

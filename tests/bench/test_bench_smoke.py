@@ -31,3 +31,30 @@ def test_quick_floor_case_runs_and_prints_ratios(tmp_path: Path) -> None:
     assert {t["name"] for t in floor["targets"]} == {"floor: ours / parse floor", "floor: naive / ours"}
     assert doc["machine"]["cores"] and doc["machine"]["python"]
     assert (tmp_path / "last-partial.md").read_text(encoding="utf-8").startswith("# va-cds benchmark")
+
+
+def test_quick_workers_case_runs_and_reports_its_targets(tmp_path: Path) -> None:
+    """The `workers` case end to end in quick mode: 1 and 2 workers (and the floor), signed tokens and the
+    shared replay table on SQLite (and PostgreSQL where a server can start). Figures are not judged."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "workers", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "workers: throughput 2 workers / 1 worker: va-cds " in out
+    assert "workers: throughput va-cds / floor: 1 worker " in out
+    assert "replay claim (one committed INSERT … ON CONFLICT on sqlite" in out
+    doc = json.loads((tmp_path / "last-partial.json").read_text(encoding="utf-8"))
+    case = doc["cases"]["workers"]
+    assert case["status"] == "ok"
+    names = {t["name"] for t in case["targets"]}
+    assert "workers: va-cds throughput, 2 workers / 1 worker" in names
+    assert "workers: p99 at 100 req/s, jti on SQLite" in names
+    sat = case["figures"]["saturation"]
+    assert set(sat) == {"va-cds 1w", "va-cds 2w", "floor 1w", "floor 2w"}
+    assert all(d["ok"] > 0 for d in sat.values())

@@ -224,6 +224,14 @@ def test_without_a_stable_hash_key_memory_is_off_and_start_up_says_so(
     import pytest
 
     assert isinstance(caplog, pytest.LogCaptureFixture)
+    if db_url.startswith("postgresql"):
+        # A PostgreSQL URL means replicas may share the database: start-up refuses without the shared keys
+        # (issue 17, cds_service/scale.py) before memory is even considered.
+        from cds_service.scale import MissingSharedKeys
+
+        with pytest.raises(MissingSharedKeys, match="VA_CDS_PATIENT_HASH_KEY"):
+            make_app_client(db_url, clock, tmp_path, patient_hash_key=None)
+        return
     with caplog.at_level(logging.WARNING, logger="va_cds.memory"):
         client = make_app_client(db_url, clock, tmp_path, patient_hash_key=None)
     said = [r.getMessage() for r in caplog.records if r.name == "va_cds.memory"]

@@ -1,7 +1,7 @@
 """SMART launch sessions and the checklist filing audit line (issue 20).
 
 Revision ID: 0005
-Revises: 0003 on wip/19 (the integrator re-chains 0003 → 0004 → 0005 at merge)
+Revises: 0004 (chained 0002 → 0003 → 0004 → 0005 on the issue-17 branch, as the integrator planned)
 Create Date: 2026-12-01
 
 Written out by hand (not from `cds_service.smart.sessions`) so this revision keeps describing the tables
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
