@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cds_service.settings import Settings
 
 USAGE = """usage: va-cds <command> [options]
 
@@ -21,9 +25,10 @@ def serve(argv: list[str]) -> int:
     import uvicorn
 
     from cds_service.scale import MissingSharedKeys, check_shared_keys
-    from cds_service.settings import Settings
 
-    settings = Settings()
+    settings = _preflight()
+    if settings is None:
+        return 2
     parser = argparse.ArgumentParser(prog="va-cds serve")
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
@@ -64,6 +69,38 @@ def serve(argv: list[str]) -> int:
         proxy_headers=True,
     )
     return 0
+
+
+def _preflight() -> Settings | None:
+    """Check the configuration once before uvicorn starts, so a bad setting is one line and exit 2.
+
+    Each worker's `create_app` runs the same checks again; without this, uvicorn would print the error as a
+    traceback from inside its import of the app and still exit 0.
+    """
+    from pydantic import ValidationError
+
+    from cds_service.auth import load_trust
+    from cds_service.memory.policy import load_memory_policy
+    from cds_service.settings import Settings
+    from cds_service.startup import check_settings
+    from hooks.policy import load_policy
+
+    try:
+        settings = Settings()
+        check_settings(settings)
+        policy = load_policy(settings.policy_file)
+        load_memory_policy(policy.path)
+        if settings.auth_mode != "off":
+            load_trust(settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        print(f"va-cds serve: invalid setting {where}: {first.get('msg')}", file=sys.stderr)
+        return None
+    except (ValueError, OSError) as exc:  # PolicyError and the trust/start-up checks are ValueErrors
+        print(f"va-cds serve: {exc}", file=sys.stderr)
+        return None
+    return settings
 
 
 def _stop_quietly() -> None:

@@ -312,3 +312,30 @@ def test_serve_exits_0_after_ctrl_c_or_sigterm(sig: signal.Signals, tmp_path: Pa
     output = log.read_text(errors="replace")
     assert code == 0, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
+
+
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"VA_CDS_AUTH_MODE": "required"}, "VA_CDS_PUBLIC_BASE_URL is required"),
+        ({"VA_CDS_AUTH_MODE": "sometimes"}, "invalid setting auth_mode"),
+        (
+            {"VA_CDS_AUTH_MODE": "off", "VA_CDS_POLICY_FILE": "/nonexistent/policy.yaml"},
+            "/nonexistent/policy.yaml",
+        ),
+    ],
+    ids=["no-public-base-url", "bad-auth-mode", "missing-policy-file"],
+)
+def test_serve_refuses_a_bad_configuration_in_one_line_with_exit_2(
+    env: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A start-up refusal is one line naming the setting and exit status 2, before uvicorn starts (it used
+    to be a traceback from inside uvicorn's import of the app, and exit 0)."""
+    for key in list(os.environ):
+        if key.startswith("VA_CDS_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
