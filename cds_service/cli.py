@@ -26,7 +26,7 @@ def serve(argv: list[str]) -> int:
 
     from cds_service.scale import MissingSharedKeys, check_shared_keys
 
-    settings = _preflight()
+    settings = _read_settings()
     if settings is None:
         return 2
     parser = argparse.ArgumentParser(prog="va-cds serve")
@@ -47,6 +47,8 @@ def serve(argv: list[str]) -> int:
         check_shared_keys(settings, args.workers)
     except MissingSharedKeys as exc:
         print(f"va-cds serve: {exc}", file=sys.stderr)
+        return 2
+    if not _preflight(settings):
         return 2
     # Each worker builds its own app from the environment: tell it how many there are, so its own start-up
     # check (create_app) sees the same thing.
@@ -71,36 +73,48 @@ def serve(argv: list[str]) -> int:
     return 0
 
 
-def _preflight() -> Settings | None:
-    """Check the configuration once before uvicorn starts, so a bad setting is one line and exit 2.
-
-    Each worker's `create_app` runs the same checks again; without this, uvicorn would print the error as a
-    traceback from inside its import of the app and still exit 0.
-    """
+def _read_settings() -> Settings | None:
+    """The `VA_CDS_*` settings, or None after one line naming the first invalid one."""
     from pydantic import ValidationError
 
-    from cds_service.auth import load_trust
-    from cds_service.memory.policy import load_memory_policy
     from cds_service.settings import Settings
-    from cds_service.startup import check_settings
-    from hooks.policy import load_policy
 
     try:
-        settings = Settings()
-        check_settings(settings)
-        policy = load_policy(settings.policy_file)
-        load_memory_policy(policy.path)
-        if settings.auth_mode != "off":
-            load_trust(settings)
+        return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
         print(f"va-cds serve: invalid setting {where}: {first.get('msg')}", file=sys.stderr)
         return None
+
+
+def _preflight(settings: Settings) -> bool:
+    """Check the configuration once before uvicorn starts, so a bad setting is one line and exit 2.
+
+    Each worker's `create_app` runs the same checks again; without this, uvicorn would print the error as a
+    traceback from inside its import of the app and still exit 0. The checks' start-up warnings are muted
+    here so that they are logged once, by the app.
+    """
+    import logging
+
+    from cds_service.auth import load_trust
+    from cds_service.memory.policy import load_memory_policy
+    from cds_service.startup import check_settings
+    from hooks.policy import load_policy
+
+    logging.disable(logging.WARNING)
+    try:
+        check_settings(settings)
+        policy = load_policy(settings.policy_file)
+        load_memory_policy(policy.path)
+        if settings.auth_mode != "off":
+            load_trust(settings)
     except (ValueError, OSError) as exc:  # PolicyError and the trust/start-up checks are ValueErrors
         print(f"va-cds serve: {exc}", file=sys.stderr)
-        return None
-    return settings
+        return False
+    finally:
+        logging.disable(logging.NOTSET)
+    return True
 
 
 def _stop_quietly() -> None:
