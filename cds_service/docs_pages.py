@@ -45,7 +45,24 @@ log = logging.getLogger("va_cds.pages")
 HOLDS_KEY = "antithrombotic_holds"
 MAX_FORM_BYTES = 64_000
 STATIC_FILES = {"va-cds.css": "text/css; charset=utf-8"}
-STATUS_TEXT = {"met": "Met by data", "problem": "Problem", "needs-documentation": "Needs documentation"}
+STATUS_TEXT = {
+    "met": "Met by data",
+    "problem": "Problem",
+    "to-obtain": "To obtain",
+    "needs-documentation": "Needs documentation",
+}
+
+
+def shown_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The snapshot rows as the page shows them: work-up that is simply not done yet (a `*-missing` finding)
+    reads "To obtain", as on the card (catalog V2.4), not "Problem". Stored rows are left as they are."""
+    return [
+        {**item, "status": "to-obtain"}
+        if item.get("status") == "problem" and str(item.get("rule_id") or "").endswith("-missing")
+        else item
+        for item in items
+    ]
+
 
 # No script-src at all: the pages need none, so an injected script could not run even if escaping failed.
 _CSP = (
@@ -303,9 +320,10 @@ def docs_router(state: State) -> APIRouter:
         if isinstance(found, HTMLResponse):
             return found
         snap = found
-        by_id = {f"pre.{item['id']}": item for item in snap.items}
+        items = shown_items(snap.items)
+        by_id = {f"pre.{item['id']}": item for item in items}
         extra = [item for link_id, item in by_id.items() if link_id not in q.ITEM_IDS]
-        counts = {s: sum(1 for i in snap.items if i["status"] == s) for s in STATUS_TEXT}
+        counts = {s: sum(1 for i in items if i["status"] == s) for s in STATUS_TEXT}
         base = state.base_url(request)
         return _render(
             "checklist.html",

@@ -38,6 +38,7 @@ from cds_service.docs_pages import (
     _parse_answers,
     _render,
     _utc,
+    shown_items,
 )
 from cds_service.logs import patient_hash
 from cds_service.persistence import StoreUnavailable
@@ -244,7 +245,8 @@ def smart_router(state: State) -> APIRouter:
         error: str | None = None,
         kept: dict[str, Any] | None = None,
     ) -> HTMLResponse:
-        by_id = {f"pre.{item['id']}": item for item in snap.items}
+        items = shown_items(snap.items)
+        by_id = {f"pre.{item['id']}": item for item in items}
         context: dict[str, Any] = {
             "base": state.base_url(request),
             "token": act.checklist_token,
@@ -252,7 +254,7 @@ def smart_router(state: State) -> APIRouter:
             "sections": q.SECTIONS,
             "marks": by_id,
             "extra": [item for link_id, item in by_id.items() if link_id not in q.ITEM_IDS],
-            "counts": {st: sum(1 for i in snap.items if i["status"] == st) for st in STATUS_TEXT},
+            "counts": {st: sum(1 for i in items if i["status"] == st) for st in STATUS_TEXT},
             "status_text": STATUS_TEXT,
             "created": _utc(snap.created_at),
             "questionnaire_url": q.QUESTIONNAIRE_URL,

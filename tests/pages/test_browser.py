@@ -156,7 +156,7 @@ def test_checklist_from_a_real_hook_response_ticked_and_exported(
     pg.goto(link)
     assert pg.title().startswith("Pre-procedure checklist")
     coag = pg.locator('[id="item-pre.coagulation"]')
-    assert "Problem" in coag.inner_text()
+    assert "To obtain" in coag.inner_text()
     assert coag.locator('a[href$="/docs/rules/pre.coag.labs-missing"]').count() == 1
     assert "Needs documentation" in pg.locator('[id="item-pre.access"]').inner_text()
 

@@ -186,11 +186,14 @@ def test_checklist_page_is_pre_marked_from_the_hook_call(client: TestClient, che
         "After",
     ):
         assert section in html
-    # Empty searchsets: no coagulation labs, no imaging, no infection screen → problems naming the rules.
+    # Empty searchsets: no coagulation labs, no imaging, no infection screen → work-up "to obtain" (as the
+    # card says, catalog V2.4), naming the rules; not "Problem", which is for what the data showed wrong.
     coag = _item(html, "pre.coagulation")
-    assert "st-problem" in coag and f'href="{BASE}/docs/rules/pre.coag.labs-missing"' in coag
+    assert "st-to-obtain" in coag and "To obtain" in coag and "st-problem" not in coag
+    assert f'href="{BASE}/docs/rules/pre.coag.labs-missing"' in coag
     acuity = _item(html, "pre.acuity")
-    assert "st-problem" in acuity and "pre.indication.concordance-missing" in acuity
+    assert "st-to-obtain" in acuity and "pre.indication.concordance-missing" in acuity
+    assert "0 problem(s)" in html and "to obtain</span>" in html
     assert "st-needs-documentation" in _item(html, "pre.access")
     assert "Needs documentation" in _item(html, "pre.neuro")
     # Problems and to-document items are not pre-ticked; items without data have plain tick boxes.
@@ -482,3 +485,15 @@ def _check_response(client: TestClient, body: dict[str, Any], ticked: set[str]) 
     }
     assert answers.keys() == q.ITEM_IDS
     assert {k for k, a in answers.items() if a["valueBoolean"]} == ticked
+
+
+def test_page_shows_missing_work_up_as_to_obtain_and_real_problems_as_problems() -> None:
+    from cds_service.docs_pages import shown_items
+
+    rows = [
+        {"id": "coagulation", "status": "problem", "rule_id": "pre.coag.labs-missing", "evidence": "no INR"},
+        {"id": "infection", "status": "problem", "rule_id": "pre.infection.active", "evidence": "38.6 °C"},
+        {"id": "access", "status": "needs-documentation", "rule_id": None, "evidence": "plan"},
+    ]
+    assert [r["status"] for r in shown_items(rows)] == ["to-obtain", "problem", "needs-documentation"]
+    assert rows[0]["status"] == "problem"  # the stored snapshot row is not changed

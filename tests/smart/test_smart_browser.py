@@ -87,7 +87,7 @@ def test_ehr_launch_authorize_banner_tick_file_and_read_back(
     assert "Marta Testwoman" in banner.inner_text()
     assert "1948-03-02" in banner.inner_text()
     assert "MRN-400117" in banner.inner_text()
-    assert "Problem" in page.locator('[id="item-pre.coagulation"]').inner_text()
+    assert "To obtain" in page.locator('[id="item-pre.coagulation"]').inner_text()
 
     ticks = ["pre.access", "pre.cement", "consent.leakage", "consent.neural", "intra.timeout"]
     for link_id in ticks:
