@@ -234,6 +234,25 @@ def _l(x: Any) -> list[Any]:
     return x if isinstance(x, list) else []
 
 
+def _only_non_symptom_categories(categories: Any) -> bool:
+    """True when an Observation has category codes and all are lab/vital/social-history kinds.
+
+    Runs for most Observations of a record (every one that is not a measurement), so it stops at the first
+    other code instead of collecting them all.
+    """
+    seen = False
+    for cat in _l(categories):
+        for coding in _l(_get(cat, "coding")):
+            c = coding.get("code") if isinstance(coding, dict) else None
+            if isinstance(c, str):
+                c = c.strip().lower()
+                if c:
+                    if c not in _NON_SYMPTOM_OBS_CATEGORIES:
+                        return False
+                    seen = True
+    return seen
+
+
 def _s(x: Any) -> str | None:
     return x if isinstance(x, str) and x.strip() else None
 
@@ -599,10 +618,11 @@ class _Extractor:
             target = holder.get("reference") if isinstance(holder, dict) else None
             if not isinstance(target, str):
                 continue
-            verdict = self._verdicts.get(target)
-            if verdict is None:  # a record names its patient the same way thousands of times: judge it once
-                verdict = self._names_other_patient(target)
-                self._verdicts[target] = verdict
+            verdicts = self._verdicts
+            if target in verdicts:  # a record names its patient the same way thousands of times: judge once
+                verdict = verdicts[target]
+            else:
+                verdict = verdicts[target] = self._names_other_patient(target)
             if verdict is not None:
                 return verdict
         return False
@@ -992,13 +1012,7 @@ class _Extractor:
     def _observation_finding(self, r: dict[str, Any], ref: str) -> None:
         """Symptom Observations → ConditionFact; neurological exam Observations → ProcedureFact."""
         code = r.get("code")
-        categories = set()
-        for cat in _l(r.get("category")):
-            for coding in _l(_get(cat, "coding")):
-                c = coding.get("code") if isinstance(coding, dict) else None
-                if isinstance(c, str) and c.strip():
-                    categories.add(c.strip().lower())
-        if categories and categories <= _NON_SYMPTOM_OBS_CATEGORIES:
+        if _only_non_symptom_categories(r.get("category")):
             return  # labs, vitals, social history: never a symptom or an exam
         allow_text = r.get("valueQuantity") is None
         hits = self.lib.match_codeable(code, _COND_CATS | _PROC_CATS, text_fallback=allow_text)

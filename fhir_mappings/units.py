@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .facts import CANONICAL_UNITS
 
@@ -163,6 +164,7 @@ UNITS: dict[str, dict[str, Conversion]] = {
 UNITLESS_OK = frozenset({"inr", "pain"})
 
 
+@lru_cache(maxsize=4096)  # a record repeats a few unit strings thousands of times; bounded for any input
 def _norm(unit: str) -> str:
     """Lenient unit key: case, spaces, micro signs, "^"/"e" exponents and a leading "x" folded."""
     u = unit.strip().lower().replace(" ", "")
