@@ -66,6 +66,8 @@ _NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 # Alert memory reads on the response path: better no memory than a slow answer (cds_service.memory).
 _PG_READ_CONNECT_TIMEOUT_S = 2
 _PG_READ_STATEMENT_TIMEOUT_MS = 300
+#: Reader connections kept per process: alert memory's MAX_CONCURRENT_LOOKUPS (see `Store._reader`).
+_PG_READ_POOL_SIZE = 8
 # Arbitrary constant key for pg_advisory_xact_lock: serialises concurrent start-up migrations.
 _MIGRATION_LOCK_KEY = 0x7661_6364_7301
 
@@ -320,8 +322,18 @@ class Store:
                     connect_args["connect_timeout"] = _PG_READ_CONNECT_TIMEOUT_S
                 if "options" not in self.url.query:
                     connect_args["options"] = f"-c statement_timeout={_PG_READ_STATEMENT_TIMEOUT_MS}"
+                # Every connection kept (no overflow): an overflow connection is closed when handed back, so
+                # under load each lookup past the 4th paid a new PostgreSQL backend (fork, authentication,
+                # cold catalog caches, first planning of the recall statement) — measured in the workers
+                # benchmark: ~15 new backends/s at 100 calls/s, the recall statement at ~110 ms instead of
+                # 3 ms, PostgreSQL's CPU saturated. The memory limiter (MAX_CONCURRENT_LOOKUPS,
+                # cds_service.memory.recall) already caps lookups in flight per process at this number.
                 self._read_engine = sa.create_engine(
-                    self.url, pool_size=4, max_overflow=4, pool_timeout=1, connect_args=connect_args
+                    self.url,
+                    pool_size=_PG_READ_POOL_SIZE,
+                    max_overflow=0,
+                    pool_timeout=1,
+                    connect_args=connect_args,
                 )
         return self._read_engine
 

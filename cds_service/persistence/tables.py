@@ -83,9 +83,9 @@ audit_card = sa.Table(
     "audit_card",
     metadata,
     sa.Column("uuid", sa.String(64), primary_key=True),
-    sa.Column("audit_id", BigId, sa.ForeignKey("audit.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("audit_id", BigId, sa.ForeignKey("audit.id", ondelete="CASCADE"), nullable=False),
     sa.Column("position", sa.Integer(), nullable=False),
-    sa.Column("rule_id", sa.String(200), nullable=False, index=True),
+    sa.Column("rule_id", sa.String(200), nullable=False),
     sa.Column("indicator", sa.String(20), nullable=False),
     sa.Column("suggestions", sa.JSON(), nullable=False),
     # Evidence fingerprint of the card as the rule built it (before memory changed anything).
@@ -95,6 +95,10 @@ audit_card = sa.Table(
     sa.Column("memory", sa.String(60), nullable=True),
     # Stable keys of the suggestions, aligned with `suggestions` (uuids are new on every call).
     sa.Column("suggestion_keys", sa.JSON(), nullable=True),
+    # Alert memory fetches each audit row's cards of the rules asked about. Deliberately no index on
+    # rule_id alone (migration 0006): PostgreSQL without statistics, or in a generic plan, probed it once
+    # per audit row — every card of the rule, of every patient — instead of the row's own cards.
+    sa.Index("ix_audit_card_audit_rule", "audit_id", "rule_id"),
 )
 
 feedback = sa.Table(
