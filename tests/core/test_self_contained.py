@@ -4,8 +4,8 @@ The scan reads every Python file of the two trees (with `ast`, so comments and d
 flags a path that leaves the checkout:
 
 * `Path(__file__).parents[N]` or a `.parent.parent…` chain that climbs above the repository root;
-* a relative path literal that climbs (`"../shared/fixtures"`, `".."`, `os.pardir`);
-* an absolute literal inside the folder that holds the checkout (its siblings, e.g. `/work/shared/…`) or
+* a relative path literal that climbs (`"../elsewhere/fixtures"`, `".."`, `os.pardir`);
+* an absolute literal inside the folder that holds the checkout (its siblings, e.g. `/work/elsewhere/…`) or
   under `/work/`.
 
 URL paths such as `"/static/../app.py"` (a traversal probe sent to the app) are absolute and outside those
@@ -110,11 +110,11 @@ def test_tests_and_benchmarks_read_nothing_outside_the_repository() -> None:
 @pytest.mark.parametrize(
     "line",
     [
-        'X = Path(__file__).resolve().parents[3] / "shared" / "fixtures"',
+        'X = Path(__file__).resolve().parents[3] / "elsewhere" / "fixtures"',
         "X = Path(__file__).parent.parent.parent.parent",
-        'X = Path("../shared/fixtures/synthea")',
+        'X = Path("../elsewhere/fixtures/synthea")',
         'X = Path(__file__).parent / ".." / ".." / ".."',
-        'X = "/work/shared/fixtures/sandbox-jwks.json"',
+        'X = "/work/elsewhere/fixtures/sandbox-jwks.json"',
         "X = os.path.join(HERE, os.pardir, os.pardir)",
     ],
 )
