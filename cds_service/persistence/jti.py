@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from cds_service.persistence.batching import next_batch
 from cds_service.persistence.store import Store, StoreUnavailable
 from cds_service.persistence.tables import metadata
 
@@ -173,19 +174,7 @@ class JtiClaimer:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch: list[tuple[_Claim, Future[bool]]] = []
-            item = self._queue.get()
-            while True:
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-                if len(batch) >= self._max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch, stopping = next_batch(self._queue, self._max_batch)
             if not batch:
                 continue
             try:

@@ -46,6 +46,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from cds_service.persistence.batching import next_batch
 from cds_service.persistence.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -125,19 +126,7 @@ class GroupCommitWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch: list[_Item[Any]] = []
-            next_item = self._queue.get()  # wait for work, then take what else is already queued
-            while True:
-                if next_item is None:
-                    stopping = True
-                    break
-                batch.append(next_item)
-                if len(batch) >= self._max_batch:
-                    break
-                try:
-                    next_item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch, stopping = next_batch(self._queue, self._max_batch)  # wait, then take what is queued
             if batch:
                 try:
                     self._write_batch(batch)
