@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -219,6 +220,9 @@ _LABELS = {
     "weight": ("Weight", "kg"),
     "blood_culture": ("Blood culture", ""),
 }
+
+
+_UCUM = "http://unitsofmeasure.org"
 
 
 # ---------------------------------------------------------------------- small typed readers
@@ -464,6 +468,19 @@ def _daily_dose(dosages: list[Any]) -> tuple[float | None, str | None]:
 
 
 # ---------------------------------------------------------------------- the extractor
+# Where an input item sits, for problem messages: "resources[3]" / "resources[3].entry[7]". Kept as nested
+# tuples and spelled out only when a message needs it (collection visits every resource of the request).
+_Where = str | tuple[Any, ...]
+
+
+def _label(where: _Where) -> str:
+    if isinstance(where, str):
+        return where
+    if len(where) == 3:  # (parent, i, "entry"): an entry of a Bundle
+        return f"{_label(where[0])}.entry[{where[1]}]"
+    return f"{where[0]}[{where[1]}]"  # (label, n): an item of the top-level list
+
+
 class _Extractor:
     def __init__(
         self, lib: ValueSetLibrary, patient_id: str | None = None, now: datetime | None = None
@@ -478,6 +495,8 @@ class _Extractor:
         )  # fullUrls of the context patient's Patient entries (urn:uuid refs)
         self.other_patients: set[str] = set()  # ids / fullUrls of Patient resources of other patients
         self._verdicts: dict[str, bool | None] = {}  # subject reference → names another patient?
+        # A record repeats its timestamps (an encounter's vitals share one): each string is parsed once.
+        self._times: dict[str, datetime] = {}
         self.by_ref: dict[str, dict[str, Any]] = {}
         self.handlers: dict[str, Callable[[dict[str, Any], str, bool], None]] = {
             "Patient": self.patient,
@@ -517,7 +536,7 @@ class _Extractor:
                 return out
         seen: set[tuple[str, str]] = set()
         for n, item in enumerate(items):
-            self._collect_one(item, None, out, 0, f"{label}[{n}]", seen)
+            self._collect_one(item, None, out, 0, (label, n), seen)
         return out
 
     def _collect_one(
@@ -526,28 +545,28 @@ class _Extractor:
         full_url: str | None,
         out: list[tuple[str, dict[str, Any]]],
         depth: int,
-        where: str,
+        where: _Where,
         seen: set[tuple[str, str]],
     ) -> None:
         if not isinstance(item, dict):
-            self.problem(f"{where}: not a JSON object ({type(item).__name__})")
+            self.problem(f"{_label(where)}: not a JSON object ({type(item).__name__})")
             return
         rt = item.get("resourceType")
         if not isinstance(rt, str) or not rt:
-            self.problem(f"{where}: no resourceType")
+            self.problem(f"{_label(where)}: no resourceType")
             return
         if rt == "Bundle":
             if depth >= MAX_BUNDLE_DEPTH:
-                self.problem(f"{where}: Bundle nested deeper than {MAX_BUNDLE_DEPTH}; ignored")
+                self.problem(f"{_label(where)}: Bundle nested deeper than {MAX_BUNDLE_DEPTH}; ignored")
                 return
             entries = item.get("entry")
             if entries is not None and not isinstance(entries, list):
-                self.problem(f"{where}: Bundle.entry is not a list")
+                self.problem(f"{_label(where)}: Bundle.entry is not a list")
                 return
             for i, entry in enumerate(_l(entries)):
                 e = _d(entry)
                 if e is None:
-                    self.problem(f"{where}.entry[{i}]: not a JSON object")
+                    self.problem(f"{_label((where, i, 'entry'))}: not a JSON object")
                     continue
                 res = e.get("resource")
                 if res is None:
@@ -555,7 +574,7 @@ class _Extractor:
                 if isinstance(res, dict) and res.get("resourceType") not in self._wanted:
                     continue
                 self._collect_one(
-                    e["resource"], _s(e.get("fullUrl")), out, depth + 1, f"{where}.entry[{i}]", seen
+                    e["resource"], _s(e.get("fullUrl")), out, depth + 1, (where, i, "entry"), seen
                 )
             return
         if rt not in self.handlers and rt != "Medication":
@@ -574,7 +593,7 @@ class _Extractor:
             seen.add(key)
             ref = full_url
         else:
-            ref = f"{rt}/(no id: {where})"
+            ref = f"{rt}/(no id: {_label(where)})"
         if rt == "Medication":
             self.by_ref[ref] = item
             if full_url:
@@ -589,7 +608,7 @@ class _Extractor:
 
     def run(self, items: list[tuple[str, dict[str, Any]]], draft: bool) -> None:
         for ref, r in items:
-            handler = self.handlers.get(str(r.get("resourceType")))
+            handler = self.handlers.get(r["resourceType"])  # a str: `collect` keeps only those
             if handler is None:
                 continue
             if self.other_patient(r):
@@ -649,11 +668,18 @@ class _Extractor:
     def when(self, value: Any, ref: str, what: str) -> datetime | None:
         if value is None:
             return None
+        if isinstance(value, str):
+            known = self._times.get(value)
+            if known is not None:
+                return known
         try:
-            return parse_fhir_datetime(value)
+            parsed = parse_fhir_datetime(value)
         except (ValueError, OverflowError):
+            # Never memoised: every resource carrying an unreadable time is named in the problems.
             self.problem(f"{ref}: unreadable {what} {value!r}"[:300])
             return None
+        self._times[value] = parsed  # parse_fhir_datetime accepts strings only, so `value` is one here
+        return parsed
 
     # -- Patient / Encounter ------------------------------------------------------------------
     def patient(self, r: dict[str, Any], ref: str, draft: bool) -> None:
@@ -843,9 +869,13 @@ class _Extractor:
 
     # -- Observations --------------------------------------------------------------------
     def _time(self, r: Mapping[str, Any], ref: str) -> datetime | None:
+        value = r.get("effectiveDateTime")  # what nearly every Observation carries: read it first
+        if value is not None:
+            t = self.when(value, ref, "effectiveDateTime")
+            if t is not None:
+                return t
         period = _d(r.get("effectivePeriod")) or {}
         for key, value in (
-            ("effectiveDateTime", r.get("effectiveDateTime")),
             ("effectiveInstant", r.get("effectiveInstant")),
             ("effectivePeriod.start", period.get("start")),
             ("issued", r.get("issued")),
@@ -911,7 +941,8 @@ class _Extractor:
             if (
                 code is not None
                 and system is not None
-                and normalize_system(system) != "http://unitsofmeasure.org"
+                and system != _UCUM  # the usual spelling: no need to normalise it
+                and normalize_system(system) != _UCUM
             ):
                 code = None  # a non-UCUM code: fall back to the unit text
         elif _num(holder.get("valueInteger")) is not None:
@@ -999,14 +1030,18 @@ class _Extractor:
         if self.future(time, ref, "effective time"):
             return
         interp = r.get("interpretation")
+        # `_measure_value` directly for a final result (nearly all of them): `_measure` only adds the status.
+        measure: Callable[[str, Mapping[str, Any], str, datetime | None, Any], Measurement] = (
+            self._measure_value if status == "final" else functools.partial(self._measure, status=status)
+        )
         for h in hits:
             if h.concept in CANONICAL_UNITS:
-                self.facts.measurements.append(self._measure(h.concept, r, ref, time, interp, status))
+                self.facts.measurements.append(measure(h.concept, r, ref, time, interp))
         for cd, ch in comp_hits:
             for h in ch:
                 if h.concept in CANONICAL_UNITS:
                     self.facts.measurements.append(
-                        self._measure(h.concept, cd, ref, time, cd.get("interpretation") or interp, status)
+                        measure(h.concept, cd, ref, time, cd.get("interpretation") or interp)
                     )
 
     def _observation_finding(self, r: dict[str, Any], ref: str) -> None:

@@ -791,6 +791,37 @@ def test_bad_date_in_resource_is_a_problem_not_a_crash() -> None:
     assert any("Observation/d" in p and "unreadable" in p for p in f.problems)
 
 
+def test_every_resource_with_the_same_bad_date_is_named() -> None:
+    # Times are parsed once per distinct string; an unreadable one must still be reported for each resource.
+    f = extract_facts([obs(n, "6301-6", 1.0, "{INR}", when="last tuesday") for n in ("d1", "d2")])
+    assert [m.time for m in f.measurements] == [None, None]
+    for ref in ("Observation/d1", "Observation/d2"):
+        assert any(ref in p and "unreadable" in p for p in f.problems), f.problems
+
+
+def test_shared_timestamps_give_each_fact_its_own_time() -> None:
+    a = obs("a", "6301-6", 1.0, "{INR}", when="2026-11-19T10:00:00Z")
+    b = obs("b", "6301-6", 1.2, "{INR}", when="2026-11-19T10:00:00Z")
+    c = obs("c", "6301-6", 1.4, "{INR}", when="2026-11-20")
+    f = extract_facts([a, b, c])
+    assert [m.time for m in f.measurements] == [
+        datetime(2026, 11, 19, 10, tzinfo=UTC),
+        datetime(2026, 11, 19, 10, tzinfo=UTC),
+        datetime(2026, 11, 20, tzinfo=UTC),
+    ]
+
+
+def test_problems_name_where_an_unusable_item_sits() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "entry": [{"resource": obs("ok", "6301-6", 1.0, "{INR}")}, "not an entry", {"resource": {"id": "x"}}],
+    }
+    f = extract_facts([{"resourceType": "Patient", "id": "p"}, bundle, 42])
+    assert "resources[1].entry[1]: not a JSON object" in f.problems
+    assert "resources[2]: not a JSON object (int)" in f.problems
+    assert len(f.measurements) == 1
+
+
 def test_age_and_recent_are_not_acuity_words() -> None:
     assert imaging_findings("78 year old woman. Compared with recent CT.") == frozenset()
     assert imaging_findings("78-year-old woman with an old L1 fracture") == frozenset({"chronic"})
