@@ -44,6 +44,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from cds_service.models import FeedbackItem
+from cds_service.persistence.prepared import PreparedSelect
 from cds_service.persistence.tables import UTCDateTime, audit, audit_card, feedback
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,8 @@ class Store:
         self._stored_cards = sa.select(audit_card.c.uuid).where(
             audit_card.c.uuid.in_(sa.bindparam("uuids", expanding=True))
         )
-        self._recall = _recall_statement()
+        self._recall = _recall_statement()  # the statement as SQLAlchemy runs it (plan tests EXPLAIN it)
+        self._recall_prepared = PreparedSelect(_recall_statement, ("rules", "fingerprints"))
 
     # ---------------------------------------------------------------------------------------------
     # Engine
@@ -616,37 +618,41 @@ class Store:
             "fingerprints": sorted(set(current.values())),
         }
         with self._read("recalling alert memory") as conn:
-            rows = conn.execute(self._recall, params).all()
-        found: dict[str, tuple[Any, list[FeedbackSeen]]] = {}
+            rows = self._recall_prepared.rows(conn, params)
+        found: dict[str, tuple[tuple[Any, ...], list[FeedbackSeen]]] = {}
         for row in rows:
-            held = found.get(row.uuid)
+            (uuid_, _rule, _fp, _ind, _mem, _sugg, _keys, _at, _hook, outcome, outcome_at, *reason) = row
+            held = found.get(uuid_)
             if held is None:
-                held = found[row.uuid] = (row, [])
-            if row.outcome is not None:
+                held = found[uuid_] = (row, [])
+            if outcome is not None:
+                reason_code, reason_display, user_comment, accepted = reason
                 held[1].append(
                     FeedbackSeen(
-                        outcome=row.outcome,
-                        outcome_at=row.outcome_at,
-                        reason_code=row.reason_code,
-                        reason_display=row.reason_display,
-                        user_comment=row.user_comment,
-                        accepted_suggestions=tuple(str(x) for x in row.accepted_suggestions or ()),
+                        outcome=outcome,
+                        outcome_at=outcome_at,
+                        reason_code=reason_code,
+                        reason_display=reason_display,
+                        user_comment=user_comment,
+                        accepted_suggestions=tuple(str(x) for x in accepted or ()),
                     )
                 )
         return [
             RecalledCard(
-                uuid=row.uuid,
-                rule_id=row.rule_id,
-                fingerprint=row.fingerprint,
-                indicator=row.indicator,
-                shown_at=row.received_at,
-                hook=row.hook,
-                memory=row.memory,
-                suggestions=tuple(str(x) for x in row.suggestions or ()),
-                suggestion_keys=tuple(str(x) for x in row.suggestion_keys or ()),
+                uuid=uuid_,
+                rule_id=rule_id,
+                fingerprint=fp,
+                indicator=indicator,
+                shown_at=shown_at,
+                hook=hook,
+                memory=memory,
+                suggestions=tuple(str(x) for x in suggestions or ()),
+                suggestion_keys=tuple(str(x) for x in keys or ()),
                 feedback=tuple(seen),
             )
-            for row, seen in found.values()
+            for (uuid_, rule_id, fp, indicator, memory, suggestions, keys, shown_at, hook, *_), seen in (
+                found.values()
+            )
         ]
 
     # ---------------------------------------------------------------------------------------------
@@ -787,9 +793,17 @@ def _bound() -> sa.ColumnElement[bool]:
     )
 
 
-def _recall_statement() -> sa.Select[Any]:
-    """The memory lookup (see `Store.recall`), built once. Evidence order is by `audit.id` (insert order),
-    which stays right when replicas' clocks disagree by a little."""
+def _values(name: str, lengths: Mapping[str, int] | None) -> Any:
+    """The bound list `name`: one expanding parameter, or `lengths[name]` parameters `<name>_<i>`."""
+    if lengths is None:
+        return sa.bindparam(name, expanding=True)
+    return [sa.bindparam(f"{name}_{i}") for i in range(lengths[name])]
+
+
+def _recall_statement(lengths: Mapping[str, int] | None = None) -> sa.Select[Any]:
+    """The memory lookup (see `Store.recall`). Evidence order is by `audit.id` (insert order), which stays
+    right when replicas' clocks disagree by a little. `lengths` (for `PreparedSelect`): the number of rules
+    and fingerprints, bound one parameter each; None: expanding parameters (the form EXPLAIN tests read)."""
     # Every card of the rules asked about, shown to this chart in the window: the index range of
     # ix_audit_memory (patient, issuer, tenant, received_at), then the cards by audit_id.
     shown = (
@@ -815,12 +829,12 @@ def _recall_statement() -> sa.Select[Any]:
             audit.c.issuer == sa.bindparam("issuer"),
             audit.c.tenant == sa.bindparam("tenant"),
             audit.c.received_at >= sa.bindparam("since", type_=UTCDateTime()),
-            audit_card.c.rule_id.in_(sa.bindparam("rules", expanding=True)),
+            audit_card.c.rule_id.in_(_values("rules", lengths)),
             audit_card.c.fingerprint.is_not(None),
         )
         .cte("shown")
     )
-    fingerprints: sa.BindParameter[str] = sa.bindparam("fingerprints", expanding=True)
+    fingerprints = _values("fingerprints", lengths)
     # Per rule, the last call whose card had other evidence: only the cards after it still count.
     changed = (
         sa.select(shown.c.rule_id, sa.func.max(shown.c.audit_id).label("last_change"))

@@ -59,8 +59,12 @@ def store(db_url: str) -> Iterator[Store]:
     s.close()
 
 
-def _plan(store: Store, *, generic: bool) -> str:
-    """The recall statement's plan on the reader engine, as text (EXPLAIN instead of running it)."""
+def _plan(store: Store, *, generic: bool, prepared: bool = False) -> str:
+    """The recall statement's plan on the reader engine, as text (EXPLAIN instead of running it).
+
+    `prepared`: the SQL the service really runs (compiled once, one parameter per list value), else the
+    statement with expanding lists as SQLAlchemy renders it.
+    """
     engine = store._reader()
     postgres = engine.dialect.name == "postgresql"
 
@@ -82,18 +86,22 @@ def _plan(store: Store, *, generic: bool) -> str:
             conn.exec_driver_sql(f"SET plan_cache_mode = {mode}")
         event.listen(conn, "before_cursor_execute", explain, retval=True)
         try:
-            rows = conn.execute(store._recall, params).all()
+            if prepared:
+                rows = store._recall_prepared.driver_rows(conn, params)
+            else:
+                rows = [tuple(r) for r in conn.execute(store._recall, params).all()]
         finally:
             event.remove(conn, "before_cursor_execute", explain)
             conn.rollback()
     return "\n".join(str(row[-1]) for row in rows)
 
 
+@pytest.mark.parametrize("prepared", [True, False], ids=["as-run", "expanding"])
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
-def test_recall_fetches_cards_by_audit_row_not_by_rule(store: Store, generic: bool) -> None:
+def test_recall_fetches_cards_by_audit_row_not_by_rule(store: Store, generic: bool, prepared: bool) -> None:
     if generic and store.url.get_backend_name() != "postgresql":
         pytest.skip("generic plans are PostgreSQL's")
-    plan = _plan(store, generic=generic)
+    plan = _plan(store, generic=generic, prepared=prepared)
     assert "ix_audit_card_rule_id" not in plan, plan
     # Not a scan of the whole card table either (per audit row that is the same quadratic cost).
     assert "Seq Scan on audit_card" not in plan and "SCAN audit_card" not in plan, plan
