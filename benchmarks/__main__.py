@@ -5,12 +5,21 @@ Runs the cases, prints every figure (ratios and percentiles measured in this run
 writes `last-partial.json/.md` instead, so the recorded figures always come from one complete run.
 Exit status: 0 when every case ran (targets met or not — targets are reported, not asserted), 1 when a
 case failed to run.
+
+When more than one case runs, each runs in a fresh interpreter (`--child-out`, internal): measured, an
+in-process case after others inherited their heap (the alert-memory delta doubled after `floor` and
+`fetch` had run in the same process), so a case's figures depended on which cases ran before it. Every
+ratio is still measured within its case, in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -19,7 +28,7 @@ from pathlib import Path
 from benchmarks.budget import case_budget
 from benchmarks.cases import Config, case_fetch, case_floor, case_http, case_peer, case_scaling
 from benchmarks.memory_cost import case_memory
-from benchmarks.report import RESULTS, CaseResult, machine_info, write_results
+from benchmarks.report import RESULTS, ROOT, CaseResult, machine_info, write_results
 from benchmarks.workers import case_workers
 
 CASES = ("floor", "http", "fetch", "scaling", "workers", "peer", "budget", "memory")
@@ -33,7 +42,43 @@ def _parser() -> argparse.ArgumentParser:
         "--peer", action="store_true", help="run the HealthChain case (installs it in its own venv)"
     )
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="where latest.json/.md go")
+    # Internal: run the one --only case here and pickle its CaseResult to this path (see the docstring).
+    p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     return p
+
+
+def _isolated(name: str, quick: bool, peer: bool) -> CaseResult:
+    """Run case `name` in a fresh interpreter; its output streams through, its result comes back."""
+    with tempfile.TemporaryDirectory(prefix="va-cds-bench-case-") as tmp:
+        out = Path(tmp) / "result.pickle"
+        argv = [sys.executable, "-m", "benchmarks", "--only", name, "--child-out", str(out)]
+        argv += ["--quick"] if quick else []
+        argv += ["--peer"] if peer else []
+        code = subprocess.run(argv, cwd=ROOT, check=False).returncode
+        if out.exists():
+            result = pickle.loads(out.read_bytes())
+            assert isinstance(result, CaseResult)
+            return result
+    reason = f"the case's interpreter exited with status {code} and no result"
+    return CaseResult(name, name, status="failed", reason=reason, lines=[f"{name}: FAILED: {reason}"])
+
+
+def _in_process(name: str, runner: Callable[[], CaseResult]) -> CaseResult:
+    """Run one case here; print its figure lines and targets as they are known."""
+    t0 = time.perf_counter()
+    try:
+        result = runner()
+    except Exception as exc:
+        traceback.print_exc()
+        result = CaseResult(name, name, status="failed", reason=f"{type(exc).__name__}: {exc}")
+        result.lines.append(f"{name}: FAILED: {result.reason}")
+    result.data["wall_s"] = round(time.perf_counter() - t0, 2)
+    result.data["pid"] = os.getpid()  # which interpreter measured it (one per case when several run)
+    for line in result.lines:
+        print(line, flush=True)
+    for target in result.targets:
+        print(target.line(), flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cfg = Config.quick_config() if args.quick else Config()
     selected = args.only or list(CASES)
+    # `--only peer` asks for the peer case; a case's own interpreter is told by --peer alone.
+    peer = args.peer or (args.child_out is None and args.only is not None and "peer" in args.only)
     runners: dict[str, Callable[[], CaseResult]] = {
         "floor": lambda: case_floor(cfg),
         "http": lambda: case_http(cfg),
         "fetch": lambda: case_fetch(cfg),
         "scaling": lambda: case_scaling(cfg),
         "workers": lambda: case_workers(cfg),
-        "peer": lambda: case_peer(cfg, args.peer or (args.only is not None and "peer" in args.only)),
+        "peer": lambda: case_peer(cfg, peer),
         "budget": lambda: case_budget(cfg.quick),
         "memory": lambda: case_memory(
             cfg.memory_reps,
@@ -58,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg.http_body_resources,
         ),
     }
+    if args.child_out is not None:
+        (name,) = selected
+        result = _in_process(name, runners[name])
+        args.child_out.write_bytes(pickle.dumps(result))
+        return 0 if result.status != "failed" else 1
     machine = machine_info()
     print(
         f"va-cds benchmarks — {machine['cpu_model']}, {machine['cores']} cores, Python {machine['python']}, "
@@ -66,25 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results: list[CaseResult] = []
-    failed = False
+    isolate = len(selected) > 1
     for name in CASES:
         if name not in selected:
             continue
         print(f"\n== {name} ==", flush=True)
-        t0 = time.perf_counter()
-        try:
-            result = runners[name]()
-        except Exception as exc:
-            failed = True
-            traceback.print_exc()
-            result = CaseResult(name, name, status="failed", reason=f"{type(exc).__name__}: {exc}")
-            result.lines.append(f"{name}: FAILED: {result.reason}")
-        result.data["wall_s"] = round(time.perf_counter() - t0, 2)
-        for line in result.lines:
-            print(line, flush=True)
-        for target in result.targets:
-            print(target.line(), flush=True)
+        result = _isolated(name, args.quick, peer) if isolate else _in_process(name, runners[name])
         results.append(result)
+    failed = any(r.status == "failed" for r in results)
     full = not args.quick and args.only is None
     stem = "latest" if full else "last-partial"
     json_path, md_path = write_results(args.results_dir, stem, machine, results, argv)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic import command
@@ -619,40 +619,36 @@ class Store:
         }
         with self._read("recalling alert memory") as conn:
             rows = self._recall_prepared.rows(conn, params)
-        found: dict[str, tuple[tuple[Any, ...], list[FeedbackSeen]]] = {}
-        for row in rows:
-            (uuid_, _rule, _fp, _ind, _mem, _sugg, _keys, _at, _hook, outcome, outcome_at, *reason) = row
-            held = found.get(uuid_)
+        found: dict[str, tuple[_RecallRow, list[FeedbackSeen]]] = {}
+        for row in map(_RecallRow._make, rows):
+            held = found.get(row.uuid)
             if held is None:
-                held = found[uuid_] = (row, [])
-            if outcome is not None:
-                reason_code, reason_display, user_comment, accepted = reason
+                held = found[row.uuid] = (row, [])
+            if row.outcome is not None:
                 held[1].append(
                     FeedbackSeen(
-                        outcome=outcome,
-                        outcome_at=outcome_at,
-                        reason_code=reason_code,
-                        reason_display=reason_display,
-                        user_comment=user_comment,
-                        accepted_suggestions=tuple(str(x) for x in accepted or ()),
+                        outcome=row.outcome,
+                        outcome_at=row.outcome_at,
+                        reason_code=row.reason_code,
+                        reason_display=row.reason_display,
+                        user_comment=row.user_comment,
+                        accepted_suggestions=tuple(str(x) for x in row.accepted_suggestions or ()),
                     )
                 )
         return [
             RecalledCard(
-                uuid=uuid_,
-                rule_id=rule_id,
-                fingerprint=fp,
-                indicator=indicator,
-                shown_at=shown_at,
-                hook=hook,
-                memory=memory,
-                suggestions=tuple(str(x) for x in suggestions or ()),
-                suggestion_keys=tuple(str(x) for x in keys or ()),
+                uuid=row.uuid,
+                rule_id=row.rule_id,
+                fingerprint=row.fingerprint,
+                indicator=row.indicator,
+                shown_at=row.received_at,
+                hook=row.hook,
+                memory=row.memory,
+                suggestions=tuple(str(x) for x in row.suggestions or ()),
+                suggestion_keys=tuple(str(x) for x in row.suggestion_keys or ()),
                 feedback=tuple(seen),
             )
-            for (uuid_, rule_id, fp, indicator, memory, suggestions, keys, shown_at, hook, *_), seen in (
-                found.values()
-            )
+            for row, seen in found.values()
         ]
 
     # ---------------------------------------------------------------------------------------------
@@ -791,6 +787,26 @@ def _bound() -> sa.ColumnElement[bool]:
         feedback.c.issuer == audit.c.issuer,
         feedback.c.tenant == audit.c.tenant,
     )
+
+
+class _RecallRow(NamedTuple):
+    """A row of the memory lookup, in the order `_recall_statement` selects (a test keeps them in step)."""
+
+    uuid: str
+    rule_id: str
+    fingerprint: str
+    indicator: str
+    memory: str | None
+    suggestions: list[Any] | None
+    suggestion_keys: list[Any] | None
+    received_at: datetime
+    hook: str
+    outcome: str | None
+    outcome_at: datetime
+    reason_code: str | None
+    reason_display: str | None
+    user_comment: str | None
+    accepted_suggestions: list[Any] | None
 
 
 def _values(name: str, lengths: Mapping[str, int] | None) -> Any:

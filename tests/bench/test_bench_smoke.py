@@ -33,6 +33,25 @@ def test_quick_floor_case_runs_and_prints_ratios(tmp_path: Path) -> None:
     assert (tmp_path / "last-partial.md").read_text(encoding="utf-8").startswith("# va-cds benchmark")
 
 
+def test_several_cases_each_run_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    """Cases run together must not inherit each other's heap (it doubled the memory case's delta)."""
+    argv = ["--quick", "--only", "floor", "--only", "fetch", "--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "floor: naive / ours = " in proc.stdout and "fetch: whole request / slowest" in proc.stdout
+    doc = json.loads((tmp_path / "last-partial.json").read_text(encoding="utf-8"))
+    floor, fetch = doc["cases"]["floor"], doc["cases"]["fetch"]
+    assert floor["status"] == fetch["status"] == "ok"
+    assert floor["figures"]["pid"] != fetch["figures"]["pid"], "each case in its own interpreter"
+
+
 def test_quick_workers_case_runs_and_reports_its_targets(tmp_path: Path) -> None:
     """The `workers` case end to end in quick mode: 1 and 2 workers (and the floor), signed tokens and the
     shared replay table on SQLite (and PostgreSQL where a server can start). Figures are not judged."""

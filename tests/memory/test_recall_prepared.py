@@ -13,7 +13,7 @@ import pytest
 
 from cds_service.models import FeedbackItem
 from cds_service.persistence import AuditRecord, Store
-from cds_service.persistence.store import _NEVER, RecalledCard
+from cds_service.persistence.store import _NEVER, RecalledCard, _recall_statement, _RecallRow
 from tests.persistence.helpers import card_id
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -131,6 +131,12 @@ def _flatten(found: list[RecalledCard]) -> list[tuple[Any, ...]]:
             fb = (f.outcome, f.outcome_at, f.reason_code, f.reason_display, f.user_comment, accepted)
             out.append((*head, *tail, *fb))
     return out
+
+
+def test_rows_are_read_by_the_names_the_statement_selects() -> None:
+    expanding = [c.name for c in _recall_statement().selected_columns]
+    as_run = [c.name for c in _recall_statement({"rules": 2, "fingerprints": 3}).selected_columns]
+    assert list(_RecallRow._fields) == expanding == as_run
 
 
 @pytest.mark.parametrize("view", [False, True], ids=["order-sign", "patient-view"])
