@@ -37,6 +37,8 @@ class MemoryPolicy:
     accepted_memory_days: float = 30.0
     repeat_memory_hours: float = 24.0
     omit_overridden_on_patient_view: bool = False
+    #: the most recent calls of a chart one lookup reads (inside the window): bounds its cost on a busy chart
+    max_calls: int = 200
     #: rule id → why memory is off for it (its cards always come back in full)
     rules_off: dict[str, str] = field(default_factory=dict)
     #: every setting with its unit and source, for the rule pages
@@ -55,6 +57,7 @@ _NUMBERS = {
     "override_memory_days": ("d", 30.0),
     "accepted_memory_days": ("d", 30.0),
     "repeat_memory_hours": ("h", 24.0),
+    "max_calls": ("calls", 200.0),
 }
 _SWITCHES = {"enabled": True, "omit_overridden_on_patient_view": False}
 _KNOWN = {*_NUMBERS, *_SWITCHES, "rules_off"}
@@ -95,6 +98,10 @@ def parse_memory_policy(doc: Any) -> MemoryPolicy:
             )
         if given_unit and given_unit != unit:
             raise PolicyError(f"policy key 'memory.{key}': unit must be '{unit}', got {given_unit!r}")
+        if key == "max_calls" and (value < 1 or value != int(value)):
+            raise PolicyError(
+                f"policy key 'memory.max_calls': value must be a whole number ≥ 1, got {value!r}"
+            )
         settings[key] = MemorySetting(float(value), unit, source)
         numbers[key] = float(value)
     switches: dict[str, bool] = {}
@@ -119,6 +126,7 @@ def parse_memory_policy(doc: Any) -> MemoryPolicy:
         accepted_memory_days=numbers["accepted_memory_days"],
         repeat_memory_hours=numbers["repeat_memory_hours"],
         omit_overridden_on_patient_view=switches["omit_overridden_on_patient_view"],
+        max_calls=int(numbers["max_calls"]),
         rules_off={k: v.strip() for k, v in rules_off_raw.items()},
         settings=settings,
     )

@@ -130,7 +130,14 @@ class AlertMemory:
         # Only a chart opening (patient-view) can be a repeat; other hooks read feedback alone.
         repeat_since = now - timedelta(hours=self.policy.repeat_memory_hours) if repeats else None
         lookup = functools.partial(
-            self.store.recall, patient_hash, issuer, tenant, current, since, repeat_since
+            self.store.recall,
+            patient_hash,
+            issuer,
+            tenant,
+            current,
+            since,
+            repeat_since,
+            max_calls=self.policy.max_calls,
         )
         try:
             if self.store.reads_inline:  # SQLite: cheaper than a thread hop, and fails fast (Store._read)

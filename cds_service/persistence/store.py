@@ -64,6 +64,8 @@ _SQLITE_BUSY_TIMEOUT_MS = 5_000
 _SQLITE_READ_BUSY_TIMEOUT_MS = 50
 #: A `repeat_since` no card can be shown after (repeat memory not asked for).
 _NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+#: Calls of one chart an alert-memory lookup reads at most (policy `memory.max_calls`).
+DEFAULT_RECALL_CALLS = 200
 # Alert memory reads on the response path: better no memory than a slow answer (cds_service.memory).
 _PG_READ_CONNECT_TIMEOUT_S = 2
 _PG_READ_STATEMENT_TIMEOUT_MS = 300
@@ -595,6 +597,8 @@ class Store:
         current: Mapping[str, str],
         since: datetime,
         repeat_since: datetime | None,
+        *,
+        max_calls: int = DEFAULT_RECALL_CALLS,
     ) -> list[RecalledCard]:
         """What alert memory can use about this chart (patient, issuer, tenant), oldest first.
 
@@ -603,8 +607,10 @@ class Store:
         one (the run of unchanged evidence), each with its bound feedback (same service, issuer and tenant
         as the card: anything else is as if about an unknown card), and only if they got feedback or are
         the rule's latest card shown as a warning since `repeat_since` (None: not asked, the call is not a
-        patient-view) — nothing else can change a card. One statement on `ix_audit_memory`, read-only,
-        on the fail-fast reader (`_reader`). Raises StoreUnavailable.
+        patient-view) — nothing else can change a card. Only the chart's latest `max_calls` calls since
+        `since` are read (newest first on `ix_audit_memory`), so a busy chart costs no more than that: what
+        lies beyond is forgotten, and a forgotten override or acceptance means a card shown in full, never
+        one hidden. One statement, read-only, on the fail-fast reader (`_reader`). Raises StoreUnavailable.
         """
         if not current:
             return []
@@ -616,6 +622,7 @@ class Store:
             "repeat_since": _NEVER if repeat_since is None else repeat_since,
             "rules": sorted(current),
             "fingerprints": sorted(set(current.values())),
+            "max_calls": max_calls,
         }
         with self._read("recalling alert memory") as conn:
             rows = self._recall_prepared.rows(conn, params)
@@ -820,8 +827,22 @@ def _recall_statement(lengths: Mapping[str, int] | None = None) -> sa.Select[Any
     """The memory lookup (see `Store.recall`). Evidence order is by `audit.id` (insert order), which stays
     right when replicas' clocks disagree by a little. `lengths` (for `PreparedSelect`): the number of rules
     and fingerprints, bound one parameter each; None: expanding parameters (the form EXPLAIN tests read)."""
-    # Every card of the rules asked about, shown to this chart in the window: the index range of
-    # ix_audit_memory (patient, issuer, tenant, received_at), then the cards by audit_id.
+    chart = sa.and_(
+        audit.c.patient_hash == sa.bindparam("patient"),
+        audit.c.issuer == sa.bindparam("issuer"),
+        audit.c.tenant == sa.bindparam("tenant"),
+        audit.c.received_at >= sa.bindparam("since", type_=UTCDateTime()),
+    )
+    # The chart's latest calls in the window, newest first on ix_audit_memory (patient, issuer, tenant,
+    # received_at), at most `max_calls`: without the bound a chart's every call made each lookup longer.
+    latest = (
+        sa.select(audit.c.id)
+        .where(chart)
+        .order_by(audit.c.received_at.desc())
+        .limit(sa.bindparam("max_calls", type_=sa.Integer()))
+        .scalar_subquery()
+    )
+    # Every card of the rules asked about in those calls: the calls by primary key, their cards by audit_id.
     shown = (
         sa.select(
             audit_card.c.uuid,
@@ -841,10 +862,7 @@ def _recall_statement(lengths: Mapping[str, int] | None = None) -> sa.Select[Any
         )
         .select_from(audit.join(audit_card, audit_card.c.audit_id == audit.c.id))
         .where(
-            audit.c.patient_hash == sa.bindparam("patient"),
-            audit.c.issuer == sa.bindparam("issuer"),
-            audit.c.tenant == sa.bindparam("tenant"),
-            audit.c.received_at >= sa.bindparam("since", type_=UTCDateTime()),
+            audit.c.id.in_(latest),  # (the chart's rows only: `latest` is the only way in)
             audit_card.c.rule_id.in_(_values("rules", lengths)),
             audit_card.c.fingerprint.is_not(None),
         )

@@ -79,6 +79,7 @@ def _plan(store: Store, *, generic: bool, prepared: bool = False) -> str:
         "repeat_since": NOW - timedelta(hours=24),
         "rules": [RULE],
         "fingerprints": ["v1.0"],
+        "max_calls": 200,
     }
     with engine.connect() as conn:
         if postgres:

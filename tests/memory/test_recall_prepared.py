@@ -114,6 +114,7 @@ def _through_sqlalchemy(store: Store, current: dict[str, str], repeat_since: dat
         "repeat_since": _NEVER if repeat_since is None else repeat_since,
         "rules": sorted(current),
         "fingerprints": sorted(set(current.values())),
+        "max_calls": 200,
     }
     with store._read("reference") as conn:
         return [tuple(row) for row in conn.execute(store._recall, params).all()]
@@ -197,3 +198,36 @@ def test_a_database_error_in_the_lookup_is_store_unavailable(store: Store) -> No
         conn.execute(text("DROP TABLE feedback"))
     with pytest.raises(StoreUnavailable, match="recalling alert memory"):
         store.recall(PATIENT, "", "", {"pre.coag.inr": "fp"}, NOW - timedelta(days=30), None)
+
+
+def _busy_chart(store: Store, calls: int, *, change_at: int | None = None) -> str:
+    """`calls` calls of one rule, the oldest overridden; `change_at`: that many calls ago the evidence
+    was different (fingerprint fp-then), before and after it fp-now. Returns the overridden card's uuid."""
+    records = [
+        _record(minutes, [_card("pre.coag.inr", "fp-then" if minutes == change_at else "fp-now")])
+        for minutes in range(calls, 0, -1)
+    ]
+    with store._transaction("seed") as conn:
+        store.write_audits(conn, records)
+    oldest = records[0].cards[0]["uuid"]
+    item = {"card": oldest, "outcome": "overridden", "outcomeTimestamp": NOW.isoformat()}
+    store.save_feedback(SERVICE, [FeedbackItem.model_validate(item)], NOW)
+    return str(oldest)
+
+
+def test_a_busy_chart_is_read_only_as_far_back_as_max_calls(store: Store) -> None:
+    # 300 calls: the override on the oldest lies beyond the latest 200, so it is forgotten and the card
+    # would come back in full (never hidden); a site allowing 400 calls still finds it.
+    overridden = _busy_chart(store, 300)
+    since = NOW - timedelta(days=30)
+    current = {"pre.coag.inr": "fp-now"}
+    assert store.recall(PATIENT, "", "", current, since, None) == []  # default: 200
+    found = store.recall(PATIENT, "", "", current, since, None, max_calls=400)
+    assert [c.uuid for c in found] == [overridden]
+    assert found[0].feedback[0].outcome == "overridden"
+
+
+def test_changed_evidence_inside_the_bound_still_ends_the_override(store: Store) -> None:
+    _busy_chart(store, 150, change_at=20)  # the evidence changed 20 calls ago, after the override
+    since = NOW - timedelta(days=30)
+    assert store.recall(PATIENT, "", "", {"pre.coag.inr": "fp-now"}, since, None, max_calls=400) == []

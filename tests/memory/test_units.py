@@ -61,6 +61,7 @@ def test_the_packaged_policy_has_a_memory_block_with_sources() -> None:
     doc = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
     policy = parse_memory_policy(doc)
     assert policy.enabled and policy.override_memory_days == 30 and policy.repeat_memory_hours == 24
+    assert policy.max_calls == 200
     assert all(s.source and s.source != DEFAULT_SOURCE for s in policy.settings.values())
     assert "sys.data-unavailable" in policy.rules_off
 
@@ -73,6 +74,9 @@ def test_the_packaged_policy_has_a_memory_block_with_sources() -> None:
         ({"repeat_memory_hours": {"value": 24, "unit": "h"}}, "memory.repeat_memory_hours"),
         ({"enabled": {"value": "yes", "source": "x"}}, "memory.enabled"),
         ({"rules_off": ["sys.data-unavailable"]}, "memory.rules_off"),
+        ({"max_calls": {"value": 0, "unit": "calls", "source": "x"}}, "memory.max_calls"),
+        ({"max_calls": {"value": 12.5, "unit": "calls", "source": "x"}}, "memory.max_calls"),
+        ({"max_calls": {"value": 50, "unit": "d", "source": "x"}}, "memory.max_calls"),
         ({"override_days": {"value": 3, "source": "x"}}, "memory.override_days"),
         ([], "memory"),
     ],
