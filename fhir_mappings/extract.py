@@ -244,9 +244,14 @@ def _only_non_symptom_categories(categories: Any) -> bool:
     Runs for most Observations of a record (every one that is not a measurement), so it stops at the first
     other code instead of collecting them all.
     """
+    if not isinstance(categories, list):
+        return False
     seen = False
-    for cat in _l(categories):
-        for coding in _l(_get(cat, "coding")):
+    for cat in categories:
+        codings = cat.get("coding") if isinstance(cat, dict) else None
+        if not isinstance(codings, list):
+            continue
+        for coding in codings:
             c = coding.get("code") if isinstance(coding, dict) else None
             if isinstance(c, str):
                 c = c.strip().lower()
@@ -287,6 +292,21 @@ def _date_str(dt: datetime | None) -> str:
 
 def _fmt(v: float) -> str:
     return f"{round(v, 2):g}"
+
+
+def _measured(
+    label: str,
+    comparator: str | None,
+    value: float,
+    show_unit: str,
+    time: datetime | None,
+    raw: float,
+    reported: str,
+) -> str:
+    """A measurement's evidence line: "INR 2.4 on 2026-11-19", with the reported value when converted."""
+    shown = f"{comparator or ''}{_fmt(value)}{(' ' + show_unit) if show_unit else ''}"
+    tail = f" (reported {_fmt(raw)} {reported})" if abs(value - raw) > 1e-9 else ""
+    return f"{label} {shown} on {_date_str(time)}{tail}"
 
 
 def _display(*ccs: Any, fallback: str = "") -> str:
@@ -900,7 +920,7 @@ class _Extractor:
             return m
         # Kept on the fact, and shown: a preliminary INR reads "INR 2.1 on … (preliminary)" (V2.4).
         return Measurement(
-            Evidence(m.evidence.reference, f"{m.evidence.summary} ({status})"),
+            Evidence(m.evidence.reference, lambda: f"{m.evidence.summary} ({status})"),
             m.kind,
             m.value,
             m.unit,
@@ -978,13 +998,10 @@ class _Extractor:
                 unusable=why,
             )
         comparator = _s(q.get("comparator")) if q is not None else None
-        shown = f"{comparator or ''}{_fmt(value)}{(' ' + show_unit) if show_unit else ''}"
         reported = unit_text or code or ""
-        converted = abs(value - raw) > 1e-9
-        tail = f" (reported {_fmt(raw)} {reported})" if converted else ""
-        return Measurement(
-            Evidence(ref, f"{label} {shown} on {_date_str(time)}{tail}"), kind, value, unit, time
-        )
+        # The summary is composed only if a card cites it (see Evidence): most measurements are never shown.
+        summary = lambda: _measured(label, comparator, value, show_unit, time, raw, reported)  # noqa: E731
+        return Measurement(Evidence(ref, summary), kind, value, unit, time)
 
     def _culture_positive(self, holder: Mapping[str, Any], interp: Any) -> bool | None:
         for cc in _l(interp):
@@ -1024,6 +1041,8 @@ class _Extractor:
                     if ch:
                         comp_hits.append((cd, ch))
         if not hits and not comp_hits:
+            if _only_non_symptom_categories(r.get("category")):
+                return  # a lab, vital or social-history item no measurement names: never a symptom or exam
             self._observation_finding(r, ref)
             return
         time = self._time(r, ref)
@@ -1045,10 +1064,11 @@ class _Extractor:
                     )
 
     def _observation_finding(self, r: dict[str, Any], ref: str) -> None:
-        """Symptom Observations → ConditionFact; neurological exam Observations → ProcedureFact."""
+        """Symptom Observations → ConditionFact; neurological exam Observations → ProcedureFact.
+
+        Only for Observations whose categories are not all lab / vital / social history (see `observation`).
+        """
         code = r.get("code")
-        if _only_non_symptom_categories(r.get("category")):
-            return  # labs, vitals, social history: never a symptom or an exam
         allow_text = r.get("valueQuantity") is None
         hits = self.lib.match_codeable(code, _COND_CATS | _PROC_CATS, text_fallback=allow_text)
         vcc = r.get("valueCodeableConcept")

@@ -7,8 +7,8 @@ when the source did not say (a missing time is never guessed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import FrozenInstanceError, dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -46,12 +46,47 @@ CANONICAL_UNITS: dict[str, str] = {
 MeasurementKind = str  # one of CANONICAL_UNITS' keys
 
 
-@dataclass(frozen=True, slots=True)
 class Evidence:
-    """Where a fact came from: `Observation/123` and "INR 2.4 on 2026-11-19"."""
+    """Where a fact came from: `Observation/123` and "INR 2.4 on 2026-11-19". Immutable.
 
+    `summary` may be given as a function that composes it: extraction makes a Measurement for every lab and
+    vital on the record, and only the few a card cites are ever read, so their text (number and date
+    formatting, a third of a measurement's cost) is composed on first read, then kept. Equality, hash and
+    repr are by (reference, summary), as for the dataclass this was.
+    """
+
+    __slots__ = ("_summary", "reference")
     reference: str
-    summary: str
+    _summary: str | Callable[[], str]
+
+    def __init__(self, reference: str, summary: str | Callable[[], str]) -> None:
+        object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "_summary", summary)
+
+    @property
+    def summary(self) -> str:
+        text = self._summary
+        if not isinstance(text, str):
+            text = text()
+            object.__setattr__(self, "_summary", text)
+        return text
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Evidence):
+            return NotImplemented
+        return self.reference == other.reference and self.summary == other.summary
+
+    def __hash__(self) -> int:
+        return hash((self.reference, self.summary))
+
+    def __repr__(self) -> str:
+        return f"Evidence(reference={self.reference!r}, summary={self.summary!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -838,3 +838,34 @@ def test_negation_window_is_local() -> None:
         ]
     )
     assert [sorted(c.concepts) for c in f.conditions] == [["copd"]]
+
+
+def test_a_lazily_composed_summary_is_the_same_evidence_as_a_written_one() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from fhir_mappings.facts import Evidence
+
+    calls: list[int] = []
+
+    def compose() -> str:
+        calls.append(1)
+        return "INR 2.4 on 2026-11-19"
+
+    lazy = Evidence("Observation/1", compose)
+    assert calls == []  # nothing composed until read
+    written = Evidence("Observation/1", "INR 2.4 on 2026-11-19")
+    assert lazy == written and hash(lazy) == hash(written) and {lazy, written} == {written}
+    assert lazy.summary == written.summary and repr(lazy) == repr(written)
+    assert calls == [1]  # composed once, then kept
+    assert lazy != Evidence("Observation/1", "INR 2.5 on 2026-11-19")
+    with pytest.raises(FrozenInstanceError):
+        lazy.reference = "Observation/2"  # type: ignore[misc]
+
+
+def test_a_converted_measurement_says_what_was_reported() -> None:
+    # The evidence line is composed on first read (Evidence): it must still carry the value, the date and,
+    # when the unit was converted, the value as the record gave it.
+    f = extract_facts([obs("hb", "718-7", 120.0, "g/L", when="2026-11-19T08:00:00Z")])
+    (m,) = f.measurements
+    assert m.value == 12.0
+    assert m.evidence.summary == "Hemoglobin 12 g/dL on 2026-11-19 (reported 120 g/L)"
