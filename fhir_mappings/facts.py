@@ -88,6 +88,10 @@ class Evidence:
     def __repr__(self) -> str:
         return f"Evidence(reference={self.reference!r}, summary={self.summary!r})"
 
+    def __reduce__(self) -> tuple[type[Evidence], tuple[str, str]]:
+        # copy, deepcopy and pickle rebuild it through __init__ (attribute assignment is refused).
+        return (Evidence, (self.reference, self.summary))
+
 
 @dataclass(frozen=True, slots=True)
 class PatientFact:

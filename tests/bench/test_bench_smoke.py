@@ -11,17 +11,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_floor_case_runs_and_prints_ratios(tmp_path: Path) -> None:
+def _bench(tmp_path: Path, *cases: str, timeout: float = 110) -> str:
+    """`python -m benchmarks --quick --only CASE …` into tmp_path; its stdout, once it exited 0."""
+    only = [arg for case in cases for arg in ("--only", case)]
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "floor", "--results-dir", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "--quick", *only, "--results-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_quick_floor_case_runs_and_prints_ratios(tmp_path: Path) -> None:
+    out = _bench(tmp_path, "floor")
     assert "floor: ours / parse floor = " in out
     assert "floor: naive / ours = " in out
     assert "(target ≤ 3" in out and "(target ≥ 10" in out
@@ -35,17 +41,8 @@ def test_quick_floor_case_runs_and_prints_ratios(tmp_path: Path) -> None:
 
 def test_several_cases_each_run_in_a_fresh_interpreter(tmp_path: Path) -> None:
     """Cases run together must not inherit each other's heap (it doubled the memory case's delta)."""
-    argv = ["--quick", "--only", "floor", "--only", "fetch", "--results-dir", str(tmp_path)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "floor: naive / ours = " in proc.stdout and "fetch: whole request / slowest" in proc.stdout
+    out = _bench(tmp_path, "floor", "fetch", timeout=200)
+    assert "floor: naive / ours = " in out and "fetch: whole request / slowest" in out
     doc = json.loads((tmp_path / "last-partial.json").read_text(encoding="utf-8"))
     floor, fetch = doc["cases"]["floor"], doc["cases"]["fetch"]
     assert floor["status"] == fetch["status"] == "ok"
@@ -55,16 +52,7 @@ def test_several_cases_each_run_in_a_fresh_interpreter(tmp_path: Path) -> None:
 def test_quick_workers_case_runs_and_reports_its_targets(tmp_path: Path) -> None:
     """The `workers` case end to end in quick mode: 1 and 2 workers (and the floor), signed tokens and the
     shared replay table on SQLite (and PostgreSQL where a server can start). Figures are not judged."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "workers", "--results-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    out = proc.stdout
+    out = _bench(tmp_path, "workers")
     assert "workers: throughput 2 workers / 1 worker: va-cds " in out
     assert "workers: throughput va-cds / floor: 1 worker " in out
     assert "replay claim (one committed INSERT … ON CONFLICT on sqlite" in out

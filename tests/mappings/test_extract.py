@@ -860,6 +860,10 @@ def test_a_lazily_composed_summary_is_the_same_evidence_as_a_written_one() -> No
     assert lazy != Evidence("Observation/1", "INR 2.5 on 2026-11-19")
     with pytest.raises(FrozenInstanceError):
         lazy.reference = "Observation/2"  # type: ignore[misc]
+    import copy
+    import pickle
+
+    assert copy.deepcopy(lazy) == pickle.loads(pickle.dumps(lazy)) == written
 
 
 def test_a_converted_measurement_says_what_was_reported() -> None:
