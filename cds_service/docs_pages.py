@@ -178,6 +178,7 @@ def memory_view(memory: AlertMemory, doc: RuleDoc) -> dict[str, Any]:
         "override_days": _fmt(policy.override_memory_days),
         "accepted_days": _fmt(policy.accepted_memory_days),
         "repeat_hours": _fmt(policy.repeat_memory_hours),
+        "max_calls": policy.max_calls,
         "omit": policy.omit_overridden_on_patient_view,
         "rows": rows,
     }

@@ -216,6 +216,30 @@ def test_memory_can_be_switched_off_per_rule(db_url: str, clock: Clock, tmp_path
         assert "this site wants it every time" in page.text
 
 
+def test_a_chart_busier_than_max_calls_forgets_and_shows_the_card_in_full(
+    db_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    # memory.max_calls bounds each lookup to the chart's latest calls: what lies beyond is forgotten, which
+    # can only bring a card back in full, never hide one.
+    policy = Path(__file__).resolve().parents[2] / "hooks" / "policy.yaml"
+    text = policy.read_text()
+    assert "  max_calls:\n    value: 200\n" in text
+    site = tmp_path / "policy.yaml"
+    site.write_text(text.replace("  max_calls:\n    value: 200\n", "  max_calls:\n    value: 3\n"))
+    with make_app_client(db_url, clock, tmp_path, policy_file=site) as client:
+        mem = MemoryClient(client, clock)
+        first = by_rule(mem.call(Chart()))[ANTICOAG]
+        mem.feedback(first)
+        assert by_rule(mem.call(Chart()))[ANTICOAG]["indicator"] == "info"  # the override is remembered
+        for _ in range(2):
+            mem.call(Chart())
+        # The override's call is now the 4th most recent: beyond the latest 3, so the warning is back in full.
+        again = by_rule(mem.call(Chart()))[ANTICOAG]
+        assert again["indicator"] == "warning" and MEMORY not in again["extension"]
+        page = client.get(f"/docs/rules/{ANTICOAG}")
+        assert "latest 3 calls" in page.text
+
+
 def test_without_a_stable_hash_key_memory_is_off_and_start_up_says_so(
     db_url: str, clock: Clock, tmp_path: Path, caplog: object
 ) -> None:
