@@ -19,6 +19,8 @@ from hooks.policy import PolicyError
 log = logging.getLogger("va_cds.memory")
 
 DEFAULT_SOURCE = "va-cds default (policy file has no memory block)"
+#: Largest `max_calls` accepted: it bounds a lookup's cost, so "unbounded" is not a value it takes.
+MAX_CALLS_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +100,10 @@ def parse_memory_policy(doc: Any) -> MemoryPolicy:
             )
         if given_unit and given_unit != unit:
             raise PolicyError(f"policy key 'memory.{key}': unit must be '{unit}', got {given_unit!r}")
-        if key == "max_calls" and (value < 1 or value != int(value)):
+        if key == "max_calls" and (value < 1 or value > MAX_CALLS_LIMIT or value != int(value)):
             raise PolicyError(
-                f"policy key 'memory.max_calls': value must be a whole number ≥ 1, got {value!r}"
+                f"policy key 'memory.max_calls': value must be a whole number from 1 to {MAX_CALLS_LIMIT:,}, "
+                f"got {value!r}"
             )
         settings[key] = MemorySetting(float(value), unit, source)
         numbers[key] = float(value)

@@ -76,6 +76,7 @@ def test_the_packaged_policy_has_a_memory_block_with_sources() -> None:
         ({"rules_off": ["sys.data-unavailable"]}, "memory.rules_off"),
         ({"max_calls": {"value": 0, "unit": "calls", "source": "x"}}, "memory.max_calls"),
         ({"max_calls": {"value": 12.5, "unit": "calls", "source": "x"}}, "memory.max_calls"),
+        ({"max_calls": {"value": 1e30, "unit": "calls", "source": "x"}}, "memory.max_calls"),
         ({"max_calls": {"value": 50, "unit": "d", "source": "x"}}, "memory.max_calls"),
         ({"override_days": {"value": 3, "source": "x"}}, "memory.override_days"),
         ([], "memory"),
