@@ -29,13 +29,14 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.net import free_port
 
 __all__ = ["PostgresServer", "PostgresUnavailable", "find_bin_dir", "launch_postgres", "start_postgres"]
 
@@ -70,12 +71,6 @@ def find_bin_dir() -> Path | None:
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
     candidates.append(Path("/usr/local/pgsql/bin"))
     return next((c for c in candidates if usable(c)), None)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server_user() -> str | None:
@@ -132,7 +127,7 @@ class PostgresServer:
     bin_dir: Path
     base_dir: Path
     user: str | None
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     #: False trades crash safety for speed (CREATE DATABASE, shutdown); keep True for crash tests.
     fsync: bool = True
     _running: bool = False
@@ -215,7 +210,7 @@ class PostgresServer:
                 return
             log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
             if "could not bind" in log or "already in use" in log:
-                self.port = _free_port()  # lost the race for the port: try another
+                self.port = free_port()  # lost the race for the port: try another
                 continue
             break
         raise PostgresUnavailable(

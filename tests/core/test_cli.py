@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from cds_service.cli import main
 from cds_service.settings import Settings
 from hooks import build_services
 from hooks.policy import load_policy
+from tests.net import free_port
 
 SYNTHEA = Path(__file__).resolve().parents[1] / "fixtures" / "synthea"
 HALLIE = next(SYNTHEA.glob("Hallie_Hoeger_*.json"))
@@ -273,16 +273,10 @@ def test_serve_db_upgrade_and_report_share_one_default_database(fresh_checkout: 
 # ---- serve stops cleanly -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_serve_exits_0_after_ctrl_c_or_sigterm(sig: signal.Signals, tmp_path: Path) -> None:
     """`make serve` execs `va-cds serve`: its exit status is what make reports (no `Error 130/143`)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VA_CDS_AUTH_MODE": "off", "VA_CDS_DATABASE_URL": f"sqlite:///{tmp_path}/s.db"}
     log = tmp_path / "serve.log"
     with log.open("wb") as out:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,16 +34,11 @@ import pytest
 from hooks.preprocedure import prefetch as keys
 from tests.hardening.fault_server import FaultServer
 from tests.hardening.test_fhir_faults import URL, by_rule, hook_call
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BURST = 40
 BURSTS = 2
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -55,7 +49,7 @@ def fhir() -> Iterator[FaultServer]:
 
 @pytest.fixture
 def service(tmp_path: Path, fhir: FaultServer) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "uvicorn.log"
     env = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,17 +35,12 @@ import pytest
 
 from tests.hardening.fault_server import FaultServer
 from tests.hardening.test_fhir_faults import hook_call
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FHIR_DELAY_S = 2.5
 HOOK_CALLS = 2
 FEEDBACK_POSTS = 5
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -57,7 +51,7 @@ def fhir() -> Iterator[FaultServer]:
 
 @pytest.fixture
 def server(tmp_path: Path, fhir: FaultServer) -> Iterator[tuple[subprocess.Popen[bytes], str, Path, Path]]:
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "s.db"
     log = tmp_path / "uvicorn.log"
     env = {

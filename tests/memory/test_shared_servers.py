@@ -9,7 +9,6 @@ The service id is taken from discovery (the service answering order-sign whose i
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,19 +22,14 @@ import httpx
 import pytest
 
 from cds_service.persistence import Store
+from tests.net import free_port
 
 COAG = "pre.coag.labs-out-of-range"
 CHECKLIST = "pre.checklist"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(db_url: str, tmp_path: Path, name: str) -> tuple[str, subprocess.Popen[bytes]]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "VA_CDS_AUTH_MODE": "off",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 from cds_service.app import create_app
 from cds_service.checklist import token as tokens
 from cds_service.settings import Settings
+from tests.net import free_port
 from tests.pages.helpers import SERVICE_URL, checklist_link, order_sign_request
 
 pytestmark = pytest.mark.browser
@@ -52,12 +52,6 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _require_chromium()
@@ -67,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings(  # type: ignore[call-arg]
         auth_mode="off", database_url=f"sqlite:///{db}", patient_hash_key=SECRET, checklist_ttl_s=3600
     )
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, name="uvicorn-browser-test", daemon=True)

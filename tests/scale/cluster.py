@@ -36,6 +36,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.auth.conftest import b64u, b64u_json, ec_jwk, sign
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -60,12 +61,6 @@ def haproxy_binary() -> str:
     if found is None:
         unavailable("HAProxy", "no haproxy binary (apt-get install haproxy)", "VA_CDS_REQUIRE_HAPROXY")
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.1) -> None:
