@@ -15,13 +15,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.hardening.test_fhir_wedge import ROOT, _free_port
+from tests.hardening.test_fhir_wedge import ROOT
+from tests.net import free_port
 
 TOKEN = "chk-SECRET-capability-7f3a9c2e41b8"
 
 
 def test_uvicorn_access_log_stays_silent(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "uvicorn.log"
     env = {

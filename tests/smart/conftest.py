@@ -55,10 +55,10 @@ def ehr() -> Iterator[Ehr]:
 def app(ehr: Ehr, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     import uvicorn
 
-    from tests.pages.test_browser import _free_port
+    from tests.net import free_port
 
     tmp = tmp_path_factory.mktemp("smart")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     clock = Clock()
     database_url = f"sqlite:///{tmp}/va-cds.db"
